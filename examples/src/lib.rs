@@ -1,0 +1,1 @@
+//! Runnable examples of `actix-kv-session`: see the `[[example]]` targets of this crate.

@@ -1,0 +1,183 @@
+//! Settings of the session middleware.
+
+use std::time::Duration;
+
+use actix_web::cookie::{time, Cookie, SameSite};
+
+use crate::{storage::ConflictPolicy, SessionId};
+
+/// When a session's time to live is extended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TtlExtension {
+    /// When the request changed the session (the default): reading a session costs one
+    /// store round-trip, not two. A session that is only read expires one TTL after its last
+    /// change.
+    #[default]
+    OnChange,
+    /// On every request that uses the session, as `sanic_session` does: a session expires
+    /// one TTL after its last use. Costs a second round-trip on requests that only read.
+    OnEveryRequest,
+}
+
+/// The settings of a [`SessionMiddleware`](crate::SessionMiddleware).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionConfig {
+    pub(crate) cookie_name: String,
+    pub(crate) ttl: Duration,
+    pub(crate) browser_session: bool,
+    pub(crate) http_only: bool,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) domain: Option<String>,
+    pub(crate) path: String,
+    pub(crate) ttl_extension: TtlExtension,
+    pub(crate) conflict_policy: ConflictPolicy,
+    pub(crate) store_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie_name: "session".to_owned(),
+            ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            browser_session: false,
+            http_only: true,
+            secure: true,
+            same_site: SameSite::Lax,
+            domain: None,
+            path: "/".to_owned(),
+            ttl_extension: TtlExtension::OnChange,
+            conflict_policy: ConflictPolicy::LastWriteWins,
+            store_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Checks the settings; a message naming the bad one otherwise.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.cookie_name.is_empty() || !self.cookie_name.bytes().all(is_token_byte) {
+            return Err(format!(
+                "invalid session cookie name {:?}: use letters, digits and !#$%&'*+-.^_`|~",
+                self.cookie_name
+            ));
+        }
+        if self.ttl.as_secs() == 0 {
+            return Err("the session TTL must be at least one second".to_owned());
+        }
+        if self.store_timeout.is_zero() {
+            return Err("the store timeout must be more than zero".to_owned());
+        }
+        for (what, value) in [("path", Some(&self.path)), ("domain", self.domain.as_ref())] {
+            if let Some(value) = value {
+                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
+                    return Err(format!("invalid session cookie {what} {value:?}"));
+                }
+            }
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return Err("SameSite=None needs Secure: browsers drop such cookies".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The cookie that carries `id`.
+    pub(crate) fn session_cookie(&self, id: &SessionId) -> Cookie<'static> {
+        let mut cookie = self.base_cookie(id.as_str().to_owned());
+        if !self.browser_session {
+            cookie.set_max_age(ttl_as_cookie_duration(self.ttl));
+        }
+        cookie
+    }
+
+    /// The cookie that tells the browser to forget the session cookie: same name, Path,
+    /// Domain, Secure and SameSite, or the browser would keep the original.
+    pub(crate) fn removal_cookie(&self) -> Cookie<'static> {
+        let mut cookie = self.base_cookie(String::new());
+        cookie.make_removal();
+        cookie
+    }
+
+    fn base_cookie(&self, value: String) -> Cookie<'static> {
+        let mut cookie = Cookie::new(self.cookie_name.clone(), value);
+        cookie.set_path(self.path.clone());
+        if let Some(domain) = &self.domain {
+            cookie.set_domain(domain.clone());
+        }
+        cookie.set_http_only(self.http_only);
+        cookie.set_secure(self.secure);
+        cookie.set_same_site(self.same_site);
+        cookie
+    }
+}
+
+fn ttl_as_cookie_duration(ttl: Duration) -> time::Duration {
+    time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// RFC 6265 cookie-name bytes (an RFC 7230 token).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let config = SessionConfig::default();
+        assert!(config.validate().is_ok());
+        let cookie = config.session_cookie(&SessionId::generate());
+        assert_eq!(cookie.name(), "session");
+        assert_eq!(cookie.max_age(), Some(time::Duration::days(30)));
+        assert_eq!(cookie.http_only(), Some(true));
+        assert_eq!(cookie.secure(), Some(true));
+        assert_eq!(cookie.same_site(), Some(SameSite::Lax));
+        assert_eq!(cookie.path(), Some("/"));
+        assert_eq!(cookie.domain(), None);
+    }
+
+    #[test]
+    fn removal_cookie_keeps_the_scope() {
+        let config = SessionConfig {
+            domain: Some("example.com".into()),
+            path: "/app".into(),
+            same_site: SameSite::Strict,
+            ..SessionConfig::default()
+        };
+        let cookie = config.removal_cookie();
+        assert_eq!(cookie.value(), "");
+        assert_eq!(cookie.max_age(), Some(time::Duration::ZERO));
+        assert_eq!(cookie.domain(), Some("example.com"));
+        assert_eq!(cookie.path(), Some("/app"));
+        assert_eq!(cookie.same_site(), Some(SameSite::Strict));
+        assert_eq!(cookie.secure(), Some(true));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let bad_name = SessionConfig {
+            cookie_name: "a b".into(),
+            ..SessionConfig::default()
+        };
+        assert!(bad_name.validate().unwrap_err().contains("cookie name"));
+        let bad_path = SessionConfig {
+            path: "/;x".into(),
+            ..SessionConfig::default()
+        };
+        assert!(bad_path.validate().unwrap_err().contains("path"));
+        let zero = SessionConfig {
+            ttl: Duration::ZERO,
+            ..SessionConfig::default()
+        };
+        assert!(zero.validate().unwrap_err().contains("TTL"));
+        let none_insecure = SessionConfig {
+            same_site: SameSite::None,
+            secure: false,
+            ..SessionConfig::default()
+        };
+        assert!(none_insecure.validate().unwrap_err().contains("Secure"));
+    }
+}

@@ -1,0 +1,120 @@
+//! Session ids: generation and strict parsing.
+
+use std::fmt;
+
+/// Length of a session id in characters: a UUID in simple form.
+const ID_LEN: usize = 32;
+
+/// A session id: 32 lowercase hexadecimal characters, a random UUID v4 in simple form.
+///
+/// This is the form `sanic_session` issues (`uuid.uuid4().hex`), so sessions written by a
+/// Python app can be read by this crate and the other way round.
+///
+/// A `SessionId` can only be made by [`SessionId::generate`] or by a successful
+/// [`SessionId::parse`], so anything holding one holds a value that is safe to put in a
+/// store key: no separators, no whitespace, no control characters, fixed length.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; ID_LEN]);
+
+impl SessionId {
+    /// Makes a fresh random id (UUID v4, 122 random bits from the operating system's
+    /// generator).
+    #[must_use]
+    pub fn generate() -> Self {
+        let mut buf = [0u8; ID_LEN];
+        uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+        Self(buf)
+    }
+
+    /// Parses an id as it comes from a cookie.
+    ///
+    /// Only exactly 32 characters from `0-9a-f` are accepted: no uppercase, no
+    /// surrounding whitespace, no quoting. Everything else is `None`, and the caller treats
+    /// it as if no cookie had been sent.
+    #[must_use]
+    pub fn parse(value: &str) -> Option<Self> {
+        let bytes = value.as_bytes();
+        if bytes.len() != ID_LEN || !bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut buf = [0u8; ID_LEN];
+        buf.copy_from_slice(bytes);
+        Some(Self(buf))
+    }
+
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Ids are bearer credentials: keep them out of logs that print debug output.
+        write!(f, "SessionId({}…)", &self.as_str()[..6])
+    }
+}
+
+impl AsRef<str> for SessionId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionId;
+
+    #[test]
+    fn generated_ids_are_uuid_v4_simple() {
+        let id = SessionId::generate();
+        let s = id.as_str();
+        assert_eq!(s.len(), 32);
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_eq!(&s[12..13], "4", "version nibble");
+        assert!(
+            matches!(&s[16..17], "8" | "9" | "a" | "b"),
+            "variant nibble"
+        );
+        assert_eq!(SessionId::parse(s), Some(id));
+        assert_ne!(SessionId::generate(), id);
+    }
+
+    #[test]
+    fn parse_rejects_anything_but_32_lowercase_hex() {
+        let good = "0123456789abcdef0123456789abcdef";
+        assert!(SessionId::parse(good).is_some());
+        for bad in [
+            "",
+            "../x",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            " 0123456789abcdef0123456789abcdef",
+            "0123456789abcdef 123456789abcdef",
+            "0123456789abcdef\r\n23456789abcdef",
+            "0123456789abcdeg0123456789abcdef",
+            "\"0123456789abcdef0123456789abcde\"",
+            "é123456789abcdef0123456789abcde",
+        ] {
+            assert!(SessionId::parse(bad).is_none(), "{bad:?} was accepted");
+        }
+        assert!(SessionId::parse(&"a".repeat(1000)).is_none());
+    }
+
+    #[test]
+    fn debug_does_not_print_the_whole_id() {
+        let id = SessionId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(format!("{id:?}"), "SessionId(012345…)");
+    }
+}

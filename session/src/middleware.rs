@@ -1,0 +1,539 @@
+//! The session middleware: reads the cookie, saves the changes, sets the cookie.
+
+use std::{
+    fmt,
+    future::{ready, Future, Ready},
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
+};
+
+use actix_web::{
+    body::{EitherBody, MessageBody},
+    cookie::{Cookie, SameSite},
+    dev::{Service, ServiceRequest, ServiceResponse, Transform},
+    http::{
+        header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE},
+        StatusCode,
+    },
+    Error, HttpMessage,
+};
+use futures_util::future::LocalBoxFuture;
+
+use crate::{
+    config::{SessionConfig, TtlExtension},
+    error::{log_error, opaque_response, StoreError},
+    session::{CookieState, LoadSession, Loaded},
+    storage::{ChangeSet, ConflictPolicy, SaveMode, SaveOutcome, SessionMap, SessionStore},
+    Session, SessionId,
+};
+
+/// How many fresh ids a save tries before it gives up on a taken one. A collision of two
+/// random 122-bit ids does not happen in practice; the bound only keeps a broken store from
+/// looping forever.
+const ID_ATTEMPTS: usize = 3;
+
+/// Server-side sessions for an actix-web app: install it with [`App::wrap`].
+///
+/// ```
+/// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+/// use actix_web::{test, web, App};
+///
+/// async fn index(session: Session) -> actix_web::Result<String> {
+///     let count = session.get::<u64>("foo")?.unwrap_or(0) + 1;
+///     session.insert("foo", &count)?;
+///     Ok(count.to_string())
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let store = MemoryStore::default();
+/// let app = test::init_service(
+///     App::new()
+///         .wrap(SessionMiddleware::new(store.clone()))
+///         .route("/", web::get().to(index)),
+/// )
+/// .await;
+/// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+/// let cookie = res.response().cookies().next().unwrap().into_owned();
+/// assert_eq!(cookie.name(), "session");
+/// assert_eq!(test::read_body(res).await, "1");
+///
+/// let req = test::TestRequest::get().uri("/").cookie(cookie).to_request();
+/// assert_eq!(test::call_and_read_body(&app, req).await, "2");
+/// # });
+/// ```
+///
+/// The middleware is cheap to clone: a built one can be cloned into every worker.
+///
+/// [`App::wrap`]: actix_web::App::wrap
+pub struct SessionMiddleware<S> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    store: S,
+    config: SessionConfig,
+}
+
+impl<S> Clone for SessionMiddleware<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S> fmt::Debug for SessionMiddleware<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionMiddleware")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SessionStore> SessionMiddleware<S> {
+    /// The middleware with the default settings: cookie `session`, HttpOnly, Secure,
+    /// SameSite=Lax, Path `/`, a 30-day TTL extended when the session changes, last write
+    /// wins per key, a 2-second store timeout.
+    pub fn new(store: S) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// A builder, to change the settings.
+    pub fn builder(store: S) -> SessionMiddlewareBuilder<S> {
+        SessionMiddlewareBuilder {
+            store,
+            config: SessionConfig::default(),
+        }
+    }
+}
+
+/// Builds a [`SessionMiddleware`]; [`build`](Self::build) ends it.
+#[must_use]
+pub struct SessionMiddlewareBuilder<S> {
+    store: S,
+    config: SessionConfig,
+}
+
+impl<S> fmt::Debug for SessionMiddlewareBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionMiddlewareBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SessionStore> SessionMiddlewareBuilder<S> {
+    /// The cookie's name (default `session`, as in `sanic_session`).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cookie_name = name.into();
+        self
+    }
+
+    /// How long a session lives after its last save (default 30 days). It is also the
+    /// cookie's Max-Age, unless [`browser_session`](Self::browser_session) is on.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.config.ttl = ttl;
+        self
+    }
+
+    /// Send the cookie without Max-Age, so the browser drops it when it closes (default
+    /// off). The stored session still expires after the TTL.
+    pub fn browser_session(mut self, on: bool) -> Self {
+        self.config.browser_session = on;
+        self
+    }
+
+    /// HttpOnly on the cookie (default on): scripts in the page cannot read the id, so an
+    /// XSS flaw cannot steal the session.
+    pub fn http_only(mut self, on: bool) -> Self {
+        self.config.http_only = on;
+        self
+    }
+
+    /// Secure on the cookie (default on): the browser sends it only over HTTPS, so the id
+    /// is not exposed on the network. Turn it off only for plain-HTTP development.
+    pub fn secure(mut self, on: bool) -> Self {
+        self.config.secure = on;
+        self
+    }
+
+    /// SameSite on the cookie (default Lax): cross-site sub-requests and form posts do not
+    /// carry the session, which blocks most cross-site request forgery.
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.config.same_site = same_site;
+        self
+    }
+
+    /// Domain on the cookie (default none: only the host that set it gets it back).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.config.domain = Some(domain.into());
+        self
+    }
+
+    /// Path on the cookie (default `/`).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.config.path = path.into();
+        self
+    }
+
+    /// When the TTL is extended (default [`TtlExtension::OnChange`]).
+    pub fn ttl_extension(mut self, policy: TtlExtension) -> Self {
+        self.config.ttl_extension = policy;
+        self
+    }
+
+    /// What happens when two requests change the same key (default
+    /// [`ConflictPolicy::LastWriteWins`]).
+    pub fn conflict_policy(mut self, policy: ConflictPolicy) -> Self {
+        self.config.conflict_policy = policy;
+        self
+    }
+
+    /// How long one store operation may take before the request gets a 503 (default 2 s).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.config.store_timeout = timeout;
+        self
+    }
+
+    /// Builds the middleware.
+    ///
+    /// # Panics
+    ///
+    /// On settings that would produce a cookie browsers reject, with a message naming the
+    /// setting: a cookie name that is not an RFC 6265 token, an empty or `;`-bearing path or
+    /// domain, a TTL under one second, a zero store timeout, or SameSite=None without
+    /// Secure. These are programming errors, caught at start-up, never per request.
+    pub fn build(self) -> SessionMiddleware<S> {
+        if let Err(message) = self.config.validate() {
+            panic!("SessionMiddleware: {message}");
+        }
+        SessionMiddleware {
+            inner: Arc::new(Inner {
+                store: self.store,
+                config: self.config,
+            }),
+        }
+    }
+}
+
+impl<S, B, Svc> Transform<Svc, ServiceRequest> for SessionMiddleware<S>
+where
+    S: SessionStore,
+    Svc: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = SessionService<Svc, S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: Svc) -> Self::Future {
+        ready(Ok(SessionService {
+            service: Rc::new(service),
+            inner: Arc::clone(&self.inner),
+        }))
+    }
+}
+
+/// The service [`SessionMiddleware`] wraps around the app's.
+pub struct SessionService<Svc, S> {
+    service: Rc<Svc>,
+    inner: Arc<Inner<S>>,
+}
+
+impl<Svc, S> fmt::Debug for SessionService<Svc, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, Svc> Service<ServiceRequest> for SessionService<Svc, S>
+where
+    S: SessionStore,
+    Svc: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let cookie = read_cookie(req.headers(), &self.inner.config.cookie_name);
+        let loader: Arc<dyn LoadSession> = self.inner.clone();
+        let session = Session::new(cookie, loader);
+        req.extensions_mut().insert(session.clone());
+        let inner = Arc::clone(&self.inner);
+        let response = self.service.call(req);
+        Box::pin(async move {
+            let res = response.await?;
+            Ok(inner.finish(&session, res).await)
+        })
+    }
+}
+
+/// The session cookie's value in the request, checked. Works on bytes, without parsing
+/// the other cookies: the first cookie with our name decides.
+fn read_cookie(headers: &HeaderMap, name: &str) -> CookieState {
+    for header in headers.get_all(COOKIE) {
+        for pair in header.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if &pair[..eq] != name.as_bytes() {
+                continue;
+            }
+            return std::str::from_utf8(&pair[eq + 1..])
+                .ok()
+                .and_then(SessionId::parse)
+                .map_or(CookieState::Invalid, CookieState::Valid);
+        }
+    }
+    CookieState::Absent
+}
+
+/// What the response must do with the cookie.
+enum CookieAction {
+    Keep,
+    Set(SessionId),
+    Remove,
+}
+
+/// Why a save did not go through.
+enum SaveFailure {
+    Conflict,
+    Store(StoreError),
+}
+
+impl From<StoreError> for SaveFailure {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err)
+    }
+}
+
+impl<S: SessionStore> LoadSession for Inner<S> {
+    fn load<'a>(
+        &'a self,
+        id: &'a SessionId,
+    ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+        Box::pin(self.timed(self.store.load(id)))
+    }
+}
+
+impl<S: SessionStore> Inner<S> {
+    async fn timed<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.config.store_timeout;
+        tokio::time::timeout(limit, op)
+            .await
+            .unwrap_or(Err(StoreError::TimedOut(limit)))
+    }
+
+    /// Saves what the request changed and fixes up the response.
+    async fn finish<B>(
+        &self,
+        session: &Session,
+        mut res: ServiceResponse<B>,
+    ) -> ServiceResponse<EitherBody<B>> {
+        let (cookie, loaded) = session.take_state();
+        let Some(loaded) = loaded else {
+            return res.map_into_left_body();
+        };
+        if res.status().is_server_error() {
+            // The handler failed: whatever it changed is not to be trusted.
+            return res.map_into_left_body();
+        }
+        let action = match self.persist(cookie, loaded).await {
+            Ok(action) => action,
+            Err(SaveFailure::Conflict) => {
+                tracing::debug!(
+                    "session save refused: a changed key was changed by another request"
+                );
+                return replace(res, StatusCode::CONFLICT);
+            }
+            Err(SaveFailure::Store(err)) => {
+                let status = match err {
+                    StoreError::Unavailable(_) | StoreError::TimedOut(_) => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                log_error(&crate::SessionError::Store(err));
+                return replace(res, status);
+            }
+        };
+        let cookie = match action {
+            CookieAction::Keep => None,
+            CookieAction::Set(id) => Some(self.config.session_cookie(&id)),
+            CookieAction::Remove => Some(self.config.removal_cookie()),
+        };
+        if let Some(cookie) = cookie {
+            set_cookie(res.headers_mut(), &cookie);
+        }
+        res.map_into_left_body()
+    }
+
+    fn change_set(&self, mode: SaveMode, changes: Vec<crate::storage::KeyChange>) -> ChangeSet {
+        ChangeSet::new(mode, changes, self.config.conflict_policy, self.config.ttl)
+    }
+
+    /// Writes the session's changes; says what to do with the cookie.
+    async fn persist(
+        &self,
+        cookie: CookieState,
+        loaded: Loaded,
+    ) -> Result<CookieAction, SaveFailure> {
+        let had_cookie = cookie != CookieState::Absent;
+        let forget = if had_cookie {
+            CookieAction::Remove
+        } else {
+            CookieAction::Keep
+        };
+        if let Some(old) = &loaded.purge {
+            self.timed(self.store.delete(old)).await?;
+        }
+        let record = loaded.record;
+        let renew = loaded.renew;
+        let changes = loaded.into_changes();
+        let Some(id) = record else {
+            if changes.is_empty() {
+                return Ok(forget);
+            }
+            let changes = self.change_set(SaveMode::Create, changes);
+            return self
+                .with_fresh_id(forget, |new| {
+                    let changes = &changes;
+                    async move { self.store.save(&new, changes).await }
+                })
+                .await;
+        };
+        if renew {
+            let changes = self.change_set(SaveMode::Update, changes);
+            return self
+                .with_fresh_id(forget, |new| {
+                    let changes = &changes;
+                    async move { self.store.renew(&id, &new, changes).await }
+                })
+                .await;
+        }
+        if changes.is_empty() {
+            if self.config.ttl_extension == TtlExtension::OnEveryRequest {
+                let alive = self.timed(self.store.touch(&id, self.config.ttl)).await?;
+                return Ok(self.after_extension(alive, id, forget));
+            }
+            return Ok(CookieAction::Keep);
+        }
+        let changes = self.change_set(SaveMode::Update, changes);
+        match self.timed(self.store.save(&id, &changes)).await? {
+            SaveOutcome::Saved => Ok(self.after_extension(true, id, forget)),
+            SaveOutcome::Emptied | SaveOutcome::Gone => Ok(forget),
+            SaveOutcome::Conflict => Err(SaveFailure::Conflict),
+            SaveOutcome::IdTaken => Ok(CookieAction::Keep),
+        }
+    }
+
+    /// After a record's TTL was extended: a persistent cookie's expiry moves with it.
+    fn after_extension(&self, alive: bool, id: SessionId, forget: CookieAction) -> CookieAction {
+        match (alive, self.config.browser_session) {
+            (false, _) => forget,
+            (true, false) => CookieAction::Set(id),
+            (true, true) => CookieAction::Keep,
+        }
+    }
+
+    /// Runs a write to a fresh id, with another fresh id if the first is taken.
+    async fn with_fresh_id<F, Fut>(
+        &self,
+        forget: CookieAction,
+        write: F,
+    ) -> Result<CookieAction, SaveFailure>
+    where
+        F: Fn(SessionId) -> Fut,
+        Fut: Future<Output = Result<SaveOutcome, StoreError>>,
+    {
+        for _ in 0..ID_ATTEMPTS {
+            let new = SessionId::generate();
+            match self.timed(write(new)).await? {
+                SaveOutcome::Saved => return Ok(CookieAction::Set(new)),
+                SaveOutcome::Emptied | SaveOutcome::Gone => return Ok(forget),
+                SaveOutcome::Conflict => return Err(SaveFailure::Conflict),
+                SaveOutcome::IdTaken => {}
+            }
+        }
+        Err(SaveFailure::Store(StoreError::unavailable(format!(
+            "the store reported {ID_ATTEMPTS} fresh session ids as taken"
+        ))))
+    }
+}
+
+fn set_cookie(headers: &mut HeaderMap, cookie: &Cookie<'_>) {
+    match HeaderValue::from_str(&cookie.to_string()) {
+        Ok(value) => headers.append(SET_COOKIE, value),
+        // The settings were validated at build time and ids are hex: this cannot happen.
+        Err(err) => tracing::error!(error = %err, "cannot encode the session cookie"),
+    }
+}
+
+fn replace<B>(res: ServiceResponse<B>, status: StatusCode) -> ServiceResponse<EitherBody<B>> {
+    let (req, _) = res.into_parts();
+    ServiceResponse::new(req, opaque_response(status)).map_into_right_body()
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::HeaderName;
+
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(
+                HeaderName::from_static("cookie"),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn reads_our_cookie_among_others() {
+        let id = SessionId::parse(ID).unwrap();
+        let got = read_cookie(&headers(&[&format!("a=1; session={ID}; b=2")]), "session");
+        assert_eq!(got, CookieState::Valid(id));
+        let got = read_cookie(&headers(&["a=1", &format!("session={ID}")]), "session");
+        assert_eq!(got, CookieState::Valid(id));
+        assert_eq!(
+            read_cookie(&headers(&["sessionx=1; xsession=2"]), "session"),
+            CookieState::Absent
+        );
+        assert_eq!(read_cookie(&headers(&[]), "session"), CookieState::Absent);
+    }
+
+    #[test]
+    fn malformed_values_are_invalid() {
+        for value in [
+            "",
+            "../x",
+            "ABCDEF0123456789ABCDEF0123456789",
+            "\"x\"",
+            "%0D%0A",
+        ] {
+            let got = read_cookie(&headers(&[&format!("session={value}")]), "session");
+            assert_eq!(got, CookieState::Invalid, "{value:?}");
+        }
+        let spaced = format!("session={} {}", &ID[..16], &ID[16..]);
+        assert_eq!(
+            read_cookie(&headers(&[&spaced]), "session"),
+            CookieState::Invalid
+        );
+    }
+}

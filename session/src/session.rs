@@ -1,0 +1,407 @@
+//! The `Session` handle and extractor.
+
+use std::{cell::RefCell, collections::HashMap, fmt, rc::Rc, sync::Arc};
+
+use actix_web::{dev::Payload, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{
+    error::{SessionError, StoreError},
+    storage::{KeyChange, SessionMap},
+    SessionExt, SessionId,
+};
+
+/// Loads a record for the session handle without the handle knowing the store's type.
+pub(crate) trait LoadSession {
+    fn load<'a>(
+        &'a self,
+        id: &'a SessionId,
+    ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>>;
+}
+
+/// Stands in for the store where no middleware is installed.
+struct NoMiddleware;
+
+impl LoadSession for NoMiddleware {
+    fn load<'a>(
+        &'a self,
+        _id: &'a SessionId,
+    ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// What the request's cookie said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CookieState {
+    /// No session cookie.
+    Absent,
+    /// A session cookie whose value is not a well-formed id.
+    Invalid,
+    /// A well-formed id, not yet checked against the store.
+    Valid(SessionId),
+}
+
+/// What a request did to its session: see [`Session::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionStatus {
+    /// Nothing changed (or the session was never loaded).
+    Unchanged,
+    /// Keys were set or removed.
+    Changed,
+    /// The session moves to a new id at the end of the request.
+    Renewed,
+    /// The session is deleted at the end of the request.
+    Purged,
+}
+
+/// A loaded session.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    /// The id of the stored record; `None` for a session not stored yet.
+    pub(crate) record: Option<SessionId>,
+    pub(crate) data: SessionMap,
+    /// The value each touched key had at load.
+    seen: HashMap<String, Option<String>>,
+    pub(crate) renew: bool,
+    /// A record to delete at the end of the request.
+    pub(crate) purge: Option<SessionId>,
+}
+
+impl Loaded {
+    fn touch(&mut self, key: &str) {
+        if !self.seen.contains_key(key) {
+            let old = self.data.get(key).cloned();
+            self.seen.insert(key.to_owned(), old);
+        }
+    }
+
+    fn is_changed(&self) -> bool {
+        self.seen
+            .iter()
+            .any(|(key, seen)| self.data.get(key) != seen.as_ref())
+    }
+
+    /// The keys whose value differs from the one they had at load.
+    pub(crate) fn into_changes(mut self) -> Vec<KeyChange> {
+        self.seen
+            .into_iter()
+            .filter_map(|(key, seen)| {
+                let now = self.data.remove(&key);
+                (now != seen).then(|| KeyChange::new(key, now, seen))
+            })
+            .collect()
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) cookie: CookieState,
+    pub(crate) loaded: Option<Loaded>,
+    /// Set once the middleware has taken the state to save it.
+    finished: bool,
+}
+
+struct Cell {
+    state: RefCell<State>,
+    /// Makes concurrent loads within one request share one store round-trip.
+    load_gate: tokio::sync::Mutex<()>,
+    loader: Arc<dyn LoadSession>,
+    missing_middleware: bool,
+}
+
+/// The session of the current request.
+///
+/// Extract it in a handler, or get it with [`SessionExt::get_session`]. Values are stored
+/// as JSON, one per key. Changes are kept in the request and written to the store once,
+/// after the handler, and only the keys that changed are written.
+///
+/// ```
+/// use actix_kv_session::Session;
+///
+/// async fn index(session: Session) -> actix_web::Result<String> {
+///     let count = session.get::<u64>("foo")?.unwrap_or(0) + 1;
+///     session.insert("foo", &count)?;
+///     Ok(count.to_string())
+/// }
+/// ```
+///
+/// Every method that reads or writes data needs the session loaded: the extractor loads
+/// it; a handle from [`SessionExt::get_session`] needs [`Session::load`] first, or its
+/// methods answer [`SessionError::NotLoaded`].
+#[derive(Clone)]
+pub struct Session(Rc<Cell>);
+
+impl Session {
+    pub(crate) fn new(cookie: CookieState, loader: Arc<dyn LoadSession>) -> Self {
+        Self::with(cookie, loader, false)
+    }
+
+    /// A handle for a request that no middleware wraps: loading it fails.
+    pub(crate) fn detached() -> Self {
+        Self::with(CookieState::Absent, Arc::new(NoMiddleware), true)
+    }
+
+    fn with(cookie: CookieState, loader: Arc<dyn LoadSession>, missing_middleware: bool) -> Self {
+        Self(Rc::new(Cell {
+            state: RefCell::new(State {
+                cookie,
+                loaded: None,
+                finished: false,
+            }),
+            load_gate: tokio::sync::Mutex::new(()),
+            loader,
+            missing_middleware,
+        }))
+    }
+
+    /// Loads the session from the store, once per request: later calls, and the
+    /// extractors of the same request, reuse the first load. A cookie that is malformed or
+    /// unknown to the store gives a new, empty session (its id is never reused).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails or times out;
+    /// [`SessionError::MissingMiddleware`] when no [`SessionMiddleware`](crate::SessionMiddleware)
+    /// wraps the route.
+    pub async fn load(&self) -> Result<(), SessionError> {
+        if self.0.missing_middleware {
+            return Err(SessionError::MissingMiddleware);
+        }
+        let _gate = self.0.load_gate.lock().await;
+        let id = {
+            let state = self.0.state.borrow();
+            if state.loaded.is_some() {
+                return Ok(());
+            }
+            if state.finished {
+                return Err(SessionError::NotLoaded);
+            }
+            match state.cookie {
+                CookieState::Valid(id) => Some(id),
+                CookieState::Absent | CookieState::Invalid => None,
+            }
+        };
+        let record = match &id {
+            Some(id) => self.0.loader.load(id).await?,
+            None => None,
+        };
+        let loaded = match record {
+            Some(data) => Loaded {
+                record: id,
+                data,
+                ..Loaded::default()
+            },
+            None => Loaded::default(),
+        };
+        let mut state = self.0.state.borrow_mut();
+        if !state.finished {
+            state.loaded = Some(loaded);
+        }
+        Ok(())
+    }
+
+    /// Whether the session has been loaded in this request.
+    #[must_use]
+    pub fn is_loaded(&self) -> bool {
+        self.0.state.borrow().loaded.is_some()
+    }
+
+    fn with_loaded<R>(&self, f: impl FnOnce(&mut Loaded) -> R) -> Result<R, SessionError> {
+        let mut state = self.0.state.borrow_mut();
+        state.loaded.as_mut().map(f).ok_or(SessionError::NotLoaded)
+    }
+
+    /// The value of `key`, deserialized from JSON; `None` when the key is absent.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Deserialize`] when the stored value is not JSON or does not fit
+    /// `T`; [`SessionError::NotLoaded`].
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        self.with_loaded(|s| {
+            s.data
+                .get(key)
+                .map(|json| serde_json::from_str(json))
+                .transpose()
+                .map_err(|source| SessionError::Deserialize {
+                    key: key.to_owned(),
+                    source,
+                })
+        })?
+    }
+
+    /// Sets `key` to `value`, serialized as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Serialize`] when `value` cannot be serialized (the session is left
+    /// as it was); [`SessionError::NotLoaded`].
+    pub fn insert<T: Serialize + ?Sized>(
+        &self,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<(), SessionError> {
+        let key = key.into();
+        let json = match serde_json::to_string(value) {
+            Ok(json) => json,
+            Err(source) => return Err(SessionError::Serialize { key, source }),
+        };
+        self.with_loaded(|s| {
+            s.touch(&key);
+            s.data.insert(key, json);
+        })
+    }
+
+    /// Removes `key`; returns its value as JSON text, if it had one.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn remove(&self, key: &str) -> Result<Option<String>, SessionError> {
+        self.with_loaded(|s| {
+            s.touch(key);
+            s.data.remove(key)
+        })
+    }
+
+    /// Removes every key. A session left empty is deleted from the store at the end of the
+    /// request, and its cookie removed.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn clear(&self) -> Result<(), SessionError> {
+        self.with_loaded(|s| {
+            let keys: Vec<String> = s.data.keys().cloned().collect();
+            for key in keys {
+                s.touch(&key);
+            }
+            s.data.clear();
+        })
+    }
+
+    /// Whether `key` has a value.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn contains_key(&self, key: &str) -> Result<bool, SessionError> {
+        self.with_loaded(|s| s.data.contains_key(key))
+    }
+
+    /// The keys that have a value, in no particular order.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn keys(&self) -> Result<Vec<String>, SessionError> {
+        self.with_loaded(|s| s.data.keys().cloned().collect())
+    }
+
+    /// Every key with its value as JSON text.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn entries(&self) -> Result<SessionMap, SessionError> {
+        self.with_loaded(|s| s.data.clone())
+    }
+
+    /// How many keys have a value.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn len(&self) -> Result<usize, SessionError> {
+        self.with_loaded(|s| s.data.len())
+    }
+
+    /// Whether no key has a value.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn is_empty(&self) -> Result<bool, SessionError> {
+        self.with_loaded(|s| s.data.is_empty())
+    }
+
+    /// Moves the session to a new id at the end of the request, with the same data; the
+    /// old id stops working. Call it when the user's privileges change (log-in), so an id
+    /// planted before log-in is worthless after it (session fixation).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn renew(&self) -> Result<(), SessionError> {
+        self.with_loaded(|s| {
+            // A session not stored yet gets a fresh id when it is first saved anyway.
+            s.renew = s.record.is_some();
+        })
+    }
+
+    /// Deletes the session from the store at the end of the request and tells the browser
+    /// to drop the cookie (log-out). Keys set after `purge` in the same request start a new
+    /// session under a new id. Works without a load.
+    pub fn purge(&self) {
+        let mut state = self.0.state.borrow_mut();
+        let cookie_id = match state.cookie {
+            CookieState::Valid(id) => Some(id),
+            CookieState::Absent | CookieState::Invalid => None,
+        };
+        let loaded = state.loaded.get_or_insert_with(|| Loaded {
+            // Unloaded: the record, if any, is the cookie's id.
+            record: cookie_id,
+            ..Loaded::default()
+        });
+        let purge = loaded.record.take().or(loaded.purge);
+        *loaded = Loaded {
+            purge,
+            ..Loaded::default()
+        };
+    }
+
+    /// What this request has done to the session so far.
+    #[must_use]
+    pub fn status(&self) -> SessionStatus {
+        let state = self.0.state.borrow();
+        match &state.loaded {
+            Some(s) if s.purge.is_some() => SessionStatus::Purged,
+            Some(s) if s.renew => SessionStatus::Renewed,
+            Some(s) if s.is_changed() => SessionStatus::Changed,
+            _ => SessionStatus::Unchanged,
+        }
+    }
+
+    /// Takes the state out for saving; the handle is unusable afterwards.
+    pub(crate) fn take_state(&self) -> (CookieState, Option<Loaded>) {
+        let mut state = self.0.state.borrow_mut();
+        state.finished = true;
+        (state.cookie, state.loaded.take())
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values may be secrets: show the shape, not the data.
+        let state = self.0.state.borrow();
+        f.debug_struct("Session")
+            .field("loaded", &state.loaded.is_some())
+            .field("keys", &state.loaded.as_ref().map(|s| s.data.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromRequest for Session {
+    type Error = SessionError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let session = req.get_session();
+        Box::pin(async move {
+            session.load().await?;
+            Ok(session)
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! The [`SessionStore`] contract and the stores that implement it.
+//!
+//! A store keeps one record per session: a map from session keys to JSON texts. The
+//! middleware talks to it in loads and change sets, never in whole snapshots, so that
+//! concurrent requests on one session that change different keys all persist, and so
+//! that a session deleted while a request is in flight is not brought back by that
+//! request. Every store keeps the same rules, checked by one conformance suite:
+//!
+//! - [`load`](SessionStore::load) returns the record, or `None` when the store does not
+//!   know the id (never, expired, deleted).
+//! - [`save`](SessionStore::save) applies a [`ChangeSet`] atomically. With
+//!   [`SaveMode::Create`] it writes only where no record exists
+//!   ([`SaveOutcome::IdTaken`] otherwise); with [`SaveMode::Update`] it writes only where the
+//!   record still exists ([`SaveOutcome::Gone`] otherwise). Under
+//!   [`ConflictPolicy::Strict`] a change whose key no longer holds the value it had at load
+//!   refuses the whole save ([`SaveOutcome::Conflict`]). A record left with no keys is
+//!   deleted ([`SaveOutcome::Emptied`]). A save sets the record's time to live.
+//! - [`renew`](SessionStore::renew) moves a record to a new id, applying a change set on
+//!   the way, and deletes the old id.
+//! - [`touch`](SessionStore::touch) resets the time to live without writing data.
+//! - [`delete`](SessionStore::delete) removes the record.
+
+use std::{collections::HashMap, future::Future, time::Duration};
+
+use crate::{error::StoreError, SessionId};
+
+#[cfg(feature = "memory")]
+mod memory;
+#[cfg(feature = "memory")]
+#[doc(inline)]
+pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+
+/// A session's stored record: each session key with its value as JSON text.
+pub type SessionMap = HashMap<String, String>;
+
+/// How to resolve two requests that change the same key of one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ConflictPolicy {
+    /// The later save wins for the keys it changed; keys it did not change are left as they
+    /// are. This is what every other session library does, per whole session.
+    #[default]
+    LastWriteWins,
+    /// A save is refused as a whole when any key it changes no longer holds the value it
+    /// had when the request loaded the session. The middleware answers such a request with
+    /// 409 Conflict, so no update is lost silently; the client may retry.
+    Strict,
+}
+
+/// Whether a save creates a new record or updates an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaveMode {
+    /// Write only if no record exists under the id.
+    Create,
+    /// Write only if the record still exists under the id.
+    Update,
+}
+
+/// A change to one session key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    key: String,
+    value: Option<String>,
+    seen: Option<String>,
+}
+
+impl KeyChange {
+    /// A change of `key` to `value` (`None` removes the key), where the key held `seen`
+    /// when the session was loaded.
+    #[must_use]
+    pub fn new(key: String, value: Option<String>, seen: Option<String>) -> Self {
+        Self { key, value, seen }
+    }
+
+    /// The session key.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The new value as JSON text, or `None` when the key is removed.
+    #[must_use]
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+
+    /// The value the key held when the session was loaded, or `None` if it was absent.
+    #[must_use]
+    pub fn seen(&self) -> Option<&str> {
+        self.seen.as_deref()
+    }
+}
+
+/// What one request changed in a session, with what it saw at load.
+#[derive(Debug, Clone)]
+pub struct ChangeSet {
+    mode: SaveMode,
+    changes: Vec<KeyChange>,
+    policy: ConflictPolicy,
+    ttl: Duration,
+}
+
+impl ChangeSet {
+    /// A change set.
+    #[must_use]
+    pub fn new(
+        mode: SaveMode,
+        changes: Vec<KeyChange>,
+        policy: ConflictPolicy,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            mode,
+            changes,
+            policy,
+            ttl,
+        }
+    }
+
+    /// Create or update.
+    #[must_use]
+    pub fn mode(&self) -> SaveMode {
+        self.mode
+    }
+
+    /// The changed keys.
+    #[must_use]
+    pub fn changes(&self) -> &[KeyChange] {
+        &self.changes
+    }
+
+    /// How to treat a key that changed since load.
+    #[must_use]
+    pub fn policy(&self) -> ConflictPolicy {
+        self.policy
+    }
+
+    /// The record's time to live from now.
+    #[must_use]
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Whether a save under the strict policy must be refused because `current` no longer
+    /// holds, for some changed key, the value seen at load.
+    #[must_use]
+    pub fn conflicts_with(&self, current: &SessionMap) -> bool {
+        self.policy == ConflictPolicy::Strict
+            && self
+                .changes
+                .iter()
+                .any(|c| current.get(&c.key).map(String::as_str) != c.seen())
+    }
+
+    /// Applies the changes to `record`, ignoring the conflict policy.
+    pub fn apply_to(&self, record: &mut SessionMap) {
+        for change in &self.changes {
+            match &change.value {
+                Some(value) => {
+                    record.insert(change.key.clone(), value.clone());
+                }
+                None => {
+                    record.remove(&change.key);
+                }
+            }
+        }
+    }
+}
+
+/// The result of a save or a renew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaveOutcome {
+    /// The changes are stored.
+    Saved,
+    /// The changes left the record without keys, and it was deleted.
+    Emptied,
+    /// An update found no record (deleted or expired since the load): nothing was written.
+    Gone,
+    /// Under the strict policy, a changed key no longer held the value seen at load:
+    /// nothing was written.
+    Conflict,
+    /// A create found a record under the id: nothing was written.
+    IdTaken,
+}
+
+/// A place to keep sessions: memory, Redis, Memcached, or your own.
+///
+/// A store is cheap to clone; clones share the same data, so one store can serve every
+/// worker of an `HttpServer`. The module docs list the rules each operation keeps.
+pub trait SessionStore: Clone + 'static {
+    /// Reads a session's record; `None` when the store does not know the id.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store is unreachable or holds data it cannot read.
+    fn load(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<SessionMap>, StoreError>> + Send;
+
+    /// Applies a change set to a session atomically (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store is unreachable, or the result is too large for it.
+    fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+    ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send;
+
+    /// Moves the record of `from` to `to`, applying `changes` on the way (`to` is a fresh
+    /// id), and deletes `from`. [`SaveOutcome::Gone`] when `from` no longer exists; nothing
+    /// is written then.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store is unreachable, or the result is too large for it.
+    fn renew(
+        &self,
+        from: &SessionId,
+        to: &SessionId,
+        changes: &ChangeSet,
+    ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send;
+
+    /// Resets the time to live of a record without changing its data; `false` when the
+    /// record does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store is unreachable.
+    fn touch(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes a record; deleting an unknown id is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store is unreachable.
+    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> SessionMap {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn change(key: &str, value: Option<&str>, seen: Option<&str>) -> KeyChange {
+        KeyChange::new(key.to_owned(), value.map(Into::into), seen.map(Into::into))
+    }
+
+    #[test]
+    fn apply_sets_and_removes() {
+        let set = ChangeSet::new(
+            SaveMode::Update,
+            vec![
+                change("a", Some("2"), Some("1")),
+                change("b", None, Some("1")),
+            ],
+            ConflictPolicy::LastWriteWins,
+            Duration::from_secs(1),
+        );
+        let mut record = map(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        set.apply_to(&mut record);
+        assert_eq!(record, map(&[("a", "2"), ("c", "1")]));
+    }
+
+    #[test]
+    fn strict_conflicts_only_on_changed_keys() {
+        let set = ChangeSet::new(
+            SaveMode::Update,
+            vec![
+                change("a", Some("2"), Some("1")),
+                change("new", Some("1"), None),
+            ],
+            ConflictPolicy::Strict,
+            Duration::from_secs(1),
+        );
+        assert!(!set.conflicts_with(&map(&[("a", "1"), ("other", "9")])));
+        assert!(set.conflicts_with(&map(&[("a", "5")])));
+        assert!(set.conflicts_with(&map(&[("a", "1"), ("new", "0")])));
+        assert!(set.conflicts_with(&map(&[])));
+        let lenient = ChangeSet::new(
+            SaveMode::Update,
+            set.changes().to_vec(),
+            ConflictPolicy::LastWriteWins,
+            Duration::from_secs(1),
+        );
+        assert!(!lenient.conflicts_with(&map(&[("a", "5")])));
+    }
+}
