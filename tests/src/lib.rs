@@ -1,1 +1,118 @@
-//! Test harness for actix-kv-session.
+//! Test harness for actix-kv-session: the app the tests drive, store wrappers that count
+//! calls or inject faults, a real HTTP server on a free loopback port, and the suites
+//! every store runs (written once, instantiated per store with the macros below).
+
+// Every public function here is a test or a helper of one: panicking is how it fails.
+#![allow(clippy::missing_panics_doc)]
+
+pub mod app;
+pub mod conformance;
+pub mod server;
+pub mod stores;
+pub mod suite;
+
+use actix_web::{cookie::Cookie, http::header::HeaderMap};
+
+/// The `Set-Cookie` headers of a response, parsed.
+#[must_use]
+pub fn set_cookies(headers: &HeaderMap) -> Vec<Cookie<'static>> {
+    headers
+        .get_all(actix_web::http::header::SET_COOKIE)
+        .map(|v| {
+            let text = v.to_str().expect("Set-Cookie is ASCII").to_owned();
+            Cookie::parse(text).expect("Set-Cookie parses")
+        })
+        .collect()
+}
+
+/// The one `Set-Cookie` named `session`, if any; fails on more than one.
+#[must_use]
+pub fn session_cookie(headers: &HeaderMap) -> Option<Cookie<'static>> {
+    let mut cookies: Vec<_> = set_cookies(headers)
+        .into_iter()
+        .filter(|c| c.name() == "session")
+        .collect();
+    assert!(
+        cookies.len() <= 1,
+        "more than one session Set-Cookie: {cookies:?}"
+    );
+    cookies.pop()
+}
+
+/// Instantiates the store conformance suite: one `#[actix_web::test]` per case. `$make`
+/// is an expression giving a future of a fresh, empty store; each case evaluates it anew.
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        $crate::store_conformance!(@cases $make;
+            load_of_unknown_id_is_none,
+            create_then_load_round_trips_values,
+            create_on_existing_id_is_refused,
+            update_of_missing_record_does_not_create_it,
+            update_merges_only_changed_keys,
+            removing_every_key_deletes_the_record,
+            strict_conflict_refuses_the_whole_save,
+            strict_save_passes_when_nothing_changed_since_load,
+            last_write_wins_ignores_seen_values,
+            renew_moves_data_and_deletes_old_id,
+            renew_of_missing_record_creates_nothing,
+            touch_extends_and_reports_missing,
+            delete_removes_and_ignores_unknown,
+            records_expire_after_their_ttl,
+            concurrent_saves_of_different_keys_all_persist,
+            concurrent_strict_increments_lose_nothing,
+        );
+    };
+    (@cases $make:expr; $($case:ident),+ $(,)?) => {
+        mod store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[actix_web::test]
+                async fn $case() {
+                    let store = $make.await;
+                    $crate::conformance::$case(store).await;
+                }
+            )+
+        }
+    };
+}
+
+/// Instantiates the middleware suite: end-to-end behaviour through actix-web (test service
+/// and real HTTP) on top of a store. `$make` as for [`store_conformance!`].
+#[macro_export]
+macro_rules! session_suite {
+    ($make:expr) => {
+        $crate::session_suite!(@cases $make;
+            counter_counts_per_visitor,
+            new_visitor_gets_no_cookie_until_something_is_stored,
+            default_cookie_attributes,
+            unknown_id_gets_a_fresh_one_and_is_never_written,
+            only_changed_keys_are_written,
+            emptied_session_is_deleted_and_cookie_removed,
+            renew_moves_the_session_to_a_new_id,
+            purge_deletes_and_removes_cookie,
+            purge_then_insert_starts_a_new_session,
+            server_error_discards_changes,
+            session_expires_after_ttl,
+            every_request_policy_extends_ttl_and_cookie,
+            two_extractors_share_one_load,
+            concurrent_requests_on_different_keys_all_persist,
+            strict_policy_turns_lost_updates_into_conflicts,
+            purge_during_slow_request_stays_purged,
+        );
+    };
+    (@cases $make:expr; $($case:ident),+ $(,)?) => {
+        mod session_suite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[actix_web::test]
+                async fn $case() {
+                    let store = $make.await;
+                    $crate::suite::$case(store).await;
+                }
+            )+
+        }
+    };
+}

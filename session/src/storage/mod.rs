@@ -189,7 +189,7 @@ pub enum SaveOutcome {
 ///
 /// A store is cheap to clone; clones share the same data, so one store can serve every
 /// worker of an `HttpServer`. The module docs list the rules each operation keeps.
-pub trait SessionStore: Clone + 'static {
+pub trait SessionStore: Clone + Send + Sync + 'static {
     /// Reads a session's record; `None` when the store does not know the id.
     ///
     /// # Errors

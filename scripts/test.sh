@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the whole test suite as CI does: installs the servers the tests start (redis-server,
+# memcached) when they are missing, then formatting, lints, docs and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v memcached >/dev/null 2>&1 || need+=(memcached)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy (-D warnings)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> cargo doc (-D warnings)"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
+echo "==> cargo test"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-features 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run, over every test binary and the doc tests.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

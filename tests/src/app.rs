@@ -1,0 +1,123 @@
+//! The routes the tests drive.
+
+use std::time::Duration;
+
+use actix_kv_session::{Session, SessionExt};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+/// Registers every test route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/counter", web::get().to(counter))
+        .route("/noop", web::get().to(noop))
+        .route("/get/{key}", web::get().to(get))
+        .route("/set/{key}/{value}", web::post().to(set))
+        .route("/remove/{key}", web::post().to(remove))
+        .route("/clear", web::post().to(clear))
+        .route("/renew", web::post().to(renew))
+        .route("/login/{user}", web::post().to(login))
+        .route("/purge", web::post().to(purge))
+        .route("/purge-then-set", web::post().to(purge_then_set))
+        .route("/fail", web::post().to(fail))
+        .route("/slow-set/{key}", web::post().to(slow_set))
+        .route("/slow-incr", web::post().to(slow_incr))
+        .route("/slow-read", web::get().to(slow_read))
+        .route("/two", web::get().to(two_extractors))
+        .route("/ext", web::get().to(through_ext));
+}
+
+/// The seed's counter: `foo` += 1.
+async fn counter(session: Session) -> actix_web::Result<String> {
+    let count = session.get::<u64>("foo")?.unwrap_or(0) + 1;
+    session.insert("foo", &count)?;
+    Ok(count.to_string())
+}
+
+async fn noop() -> &'static str {
+    "noop"
+}
+
+/// The raw JSON of a key, or `none`.
+async fn get(session: Session, key: web::Path<String>) -> actix_web::Result<String> {
+    let entries = session.entries()?;
+    Ok(entries
+        .get(key.as_str())
+        .cloned()
+        .unwrap_or_else(|| "none".to_owned()))
+}
+
+async fn set(session: Session, path: web::Path<(String, String)>) -> actix_web::Result<String> {
+    let (key, value) = path.into_inner();
+    session.insert(key, &value)?;
+    Ok("set".to_owned())
+}
+
+async fn remove(session: Session, key: web::Path<String>) -> actix_web::Result<String> {
+    Ok(session.remove(&key)?.unwrap_or_else(|| "none".to_owned()))
+}
+
+async fn clear(session: Session) -> actix_web::Result<&'static str> {
+    session.clear()?;
+    Ok("cleared")
+}
+
+async fn renew(session: Session) -> actix_web::Result<&'static str> {
+    session.renew()?;
+    Ok("renewed")
+}
+
+async fn login(session: Session, user: web::Path<String>) -> actix_web::Result<&'static str> {
+    session.renew()?;
+    session.insert("user", user.as_str())?;
+    Ok("welcome")
+}
+
+/// Log-out without loading the session: no store read, one delete.
+async fn purge(req: HttpRequest) -> &'static str {
+    req.get_session().purge();
+    "purged"
+}
+
+async fn purge_then_set(session: Session) -> actix_web::Result<&'static str> {
+    session.purge();
+    session.insert("flash", "logged out")?;
+    Ok("purged")
+}
+
+/// Changes the session, then fails: the change must not be saved.
+async fn fail(session: Session) -> actix_web::Result<HttpResponse> {
+    session.insert("foo", &999)?;
+    Ok(HttpResponse::InternalServerError().body("boom"))
+}
+
+/// Sets a key after a pause, so concurrent requests overlap between load and save.
+async fn slow_set(session: Session, key: web::Path<String>) -> actix_web::Result<&'static str> {
+    actix_web::rt::time::sleep(Duration::from_millis(30)).await;
+    session.insert(key.into_inner(), &true)?;
+    Ok("set")
+}
+
+/// Increments `foo` after a pause, so concurrent increments overlap.
+async fn slow_incr(session: Session) -> actix_web::Result<String> {
+    let count = session.get::<u64>("foo")?.unwrap_or(0);
+    actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    session.insert("foo", &(count + 1))?;
+    Ok((count + 1).to_string())
+}
+
+/// Reads, waits, then writes: a request still in flight when the session is purged.
+async fn slow_read(session: Session) -> actix_web::Result<&'static str> {
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    session.insert("late", &true)?;
+    Ok("late")
+}
+
+async fn two_extractors(a: Session, b: Session) -> actix_web::Result<String> {
+    a.insert("x", &1)?;
+    Ok(b.get::<u32>("x")?.unwrap_or(0).to_string())
+}
+
+async fn through_ext(req: HttpRequest) -> actix_web::Result<String> {
+    let session = req.get_session();
+    session.load().await?;
+    Ok(session.get::<u64>("foo")?.unwrap_or(0).to_string())
+}
