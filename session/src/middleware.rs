@@ -320,7 +320,12 @@ impl<S: SessionStore> LoadSession for Inner<S> {
         &'a self,
         id: &'a SessionId,
     ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
-        Box::pin(self.timed(self.store.load(id)))
+        match self.config.ttl_extension {
+            TtlExtension::OnChange => Box::pin(self.timed(self.store.load(id))),
+            TtlExtension::OnEveryRequest => {
+                Box::pin(self.timed(self.store.load_and_touch(id, self.config.ttl)))
+            }
+        }
     }
 }
 
@@ -423,11 +428,13 @@ impl<S: SessionStore> Inner<S> {
                 .await;
         }
         if changes.is_empty() {
-            if self.config.ttl_extension == TtlExtension::OnEveryRequest {
-                let alive = self.timed(self.store.touch(&id, self.config.ttl)).await?;
-                return Ok(self.after_extension(alive, id, forget));
-            }
-            return Ok(CookieAction::Keep);
+            // Under the every-request policy the load extended the TTL already.
+            let extended = self.config.ttl_extension == TtlExtension::OnEveryRequest;
+            return Ok(if extended {
+                self.after_extension(true, id, forget)
+            } else {
+                CookieAction::Keep
+            });
         }
         let changes = self.change_set(SaveMode::Update, changes);
         match self.timed(self.store.save(&id, &changes)).await? {

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod conformance;
 pub mod server;
+pub mod servers;
 pub mod stores;
 pub mod suite;
 
@@ -40,7 +41,8 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<Cookie<'static>> {
 }
 
 /// Instantiates the store conformance suite: one `#[actix_web::test]` per case. `$make`
-/// is an expression giving a future of a fresh, empty store; each case evaluates it anew.
+/// is an expression giving a fresh, empty store and whatever must live as long as the store
+/// (its server process); each case evaluates it anew.
 #[macro_export]
 macro_rules! store_conformance {
     ($make:expr) => {
@@ -70,7 +72,7 @@ macro_rules! store_conformance {
             $(
                 #[actix_web::test]
                 async fn $case() {
-                    let store = $make.await;
+                    let (store, _server) = $make;
                     $crate::conformance::$case(store).await;
                 }
             )+
@@ -109,7 +111,7 @@ macro_rules! session_suite {
             $(
                 #[actix_web::test]
                 async fn $case() {
-                    let store = $make.await;
+                    let (store, _server) = $make;
                     $crate::suite::$case(store).await;
                 }
             )+

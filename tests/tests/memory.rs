@@ -6,8 +6,8 @@ use actix_kv_session::{
     SessionId,
 };
 
-tests::store_conformance!(std::future::ready(MemoryStore::default()));
-tests::session_suite!(std::future::ready(MemoryStore::default()));
+tests::store_conformance!((MemoryStore::default(), ()));
+tests::session_suite!((MemoryStore::default(), ()));
 
 #[actix_web::test]
 async fn the_store_is_bounded() {

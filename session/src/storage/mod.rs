@@ -17,7 +17,8 @@
 //!   deleted ([`SaveOutcome::Emptied`]). A save sets the record's time to live.
 //! - [`renew`](SessionStore::renew) moves a record to a new id, applying a change set on
 //!   the way, and deletes the old id.
-//! - [`touch`](SessionStore::touch) resets the time to live without writing data.
+//! - [`touch`](SessionStore::touch) resets the time to live without writing data, and
+//!   [`load_and_touch`](SessionStore::load_and_touch) does it while loading.
 //! - [`delete`](SessionStore::delete) removes the record.
 
 use std::{collections::HashMap, future::Future, time::Duration};
@@ -29,6 +30,11 @@ mod memory;
 #[cfg(feature = "memory")]
 #[doc(inline)]
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use self::redis::{RedisStore, RedisStoreBuilder, RedisStoreError};
 
 /// A session's stored record: each session key with its value as JSON text.
 pub type SessionMap = HashMap<String, String>;
@@ -199,6 +205,27 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
         &self,
         id: &SessionId,
     ) -> impl Future<Output = Result<Option<SessionMap>, StoreError>> + Send;
+
+    /// Reads a session's record and resets its time to live, for
+    /// [`TtlExtension::OnEveryRequest`](crate::TtlExtension::OnEveryRequest). The default
+    /// calls [`load`](Self::load), then [`touch`](Self::touch); a store that can do both in
+    /// one round-trip should.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store is unreachable or holds data it cannot read.
+    fn load_and_touch(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<SessionMap>, StoreError>> + Send {
+        async move {
+            match self.load(id).await? {
+                Some(record) if self.touch(id, ttl).await? => Ok(Some(record)),
+                _ => Ok(None),
+            }
+        }
+    }
 
     /// Applies a change set to a session atomically (see the module docs).
     ///
