@@ -25,6 +25,10 @@ pub enum StoreError {
     /// the wrong type, a record that is not a JSON map).
     #[error("stored session data is corrupt")]
     Corrupt(#[source] BoxError),
+    /// Other requests kept changing the session while this one tried to save it, more times
+    /// than the store retries.
+    #[error("session changed by other requests during {0} save attempts")]
+    Contended(u32),
     /// The session is larger than the store accepts.
     #[error("session of {size} bytes is larger than the store accepts ({limit} bytes)")]
     TooLarge {
@@ -88,9 +92,9 @@ pub enum SessionError {
 impl ResponseError for SessionError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::Store(StoreError::Unavailable(_) | StoreError::TimedOut(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Store(
+                StoreError::Unavailable(_) | StoreError::TimedOut(_) | StoreError::Contended(_),
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

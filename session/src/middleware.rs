@@ -16,7 +16,7 @@ use actix_web::{
         header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE},
         StatusCode,
     },
-    Error, HttpMessage,
+    Error, HttpMessage, ResponseError,
 };
 use futures_util::future::LocalBoxFuture;
 
@@ -363,13 +363,9 @@ impl<S: SessionStore> Inner<S> {
                 return replace(res, StatusCode::CONFLICT);
             }
             Err(SaveFailure::Store(err)) => {
-                let status = match err {
-                    StoreError::Unavailable(_) | StoreError::TimedOut(_) => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                log_error(&crate::SessionError::Store(err));
+                let err = crate::SessionError::Store(err);
+                let status = err.status_code();
+                log_error(&err);
                 return replace(res, status);
             }
         };

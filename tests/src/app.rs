@@ -22,7 +22,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/slow-incr", web::post().to(slow_incr))
         .route("/slow-read", web::get().to(slow_read))
         .route("/two", web::get().to(two_extractors))
-        .route("/ext", web::get().to(through_ext));
+        .route("/ext", web::get().to(through_ext))
+        .route("/big/{kib}", web::post().to(big));
 }
 
 /// The seed's counter: `foo` += 1.
@@ -120,4 +121,10 @@ async fn through_ext(req: HttpRequest) -> actix_web::Result<String> {
     let session = req.get_session();
     session.load().await?;
     Ok(session.get::<u64>("foo")?.unwrap_or(0).to_string())
+}
+
+/// Stores a string of `kib` KiB under `big`.
+async fn big(session: Session, kib: web::Path<usize>) -> actix_web::Result<&'static str> {
+    session.insert("big", &"x".repeat(kib.into_inner() * 1024))?;
+    Ok("stored")
 }

@@ -30,11 +30,22 @@ mod memory;
 #[cfg(feature = "memory")]
 #[doc(inline)]
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "memcached")]
+mod memcached;
+#[cfg(feature = "memcached")]
+#[doc(inline)]
+pub use self::memcached::{MemcachedStore, MemcachedStoreBuilder, MemcachedStoreError};
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
 #[doc(inline)]
 pub use self::redis::{RedisStore, RedisStoreBuilder, RedisStoreError};
+
+/// A pooled connection idle longer than this is checked before use, so one that died while
+/// idle (a server restart) is replaced instead of failing a request. Busy connections are not
+/// checked: that would double the round-trips of every request.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// A session's stored record: each session key with its value as JSON text.
 pub type SessionMap = HashMap<String, String>;

@@ -11,7 +11,9 @@ use deadpool_redis::{
     Runtime, Timeouts,
 };
 
-use super::{ChangeSet, ConflictPolicy, SaveMode, SaveOutcome, SessionMap, SessionStore};
+use super::{
+    ChangeSet, ConflictPolicy, SaveMode, SaveOutcome, SessionMap, SessionStore, PING_WHEN_IDLE_FOR,
+};
 use crate::{error::StoreError, SessionId};
 
 const DEFAULT_PREFIX: &str = "session:";
@@ -19,10 +21,6 @@ const DEFAULT_POOL_SIZE: usize = 16;
 const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
 const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// A pooled connection idle longer than this is pinged before use, so one that died while
-/// idle (a Redis restart) is replaced instead of failing a request. Busy connections are not
-/// pinged: that would double the round-trips of every request.
-const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Sessions kept in Redis: one hash per session at `prefix + id`, one field per session
 /// key, each value JSON. Every session expires after its TTL (`PEXPIRE`).

@@ -1,0 +1,247 @@
+//! `MemcachedStore` against a real `memcached` that each test starts on a free loopback
+//! port: the conformance and middleware suites, the item layout, TTLs past 30 days, faults
+//! (server stopped, server frozen), oversized sessions and corrupt items.
+
+use std::time::{Duration, Instant};
+
+use actix_kv_session::{
+    storage::{MemcachedStore, SessionStore},
+    SessionId, SessionMiddleware,
+};
+use actix_web::{cookie::time, http::StatusCode};
+use async_memcached::{AsciiProtocol, Client, MetaProtocol};
+use tests::{
+    init_app,
+    servers::ServerProcess,
+    suite::{get, post},
+};
+
+fn memcached() -> (MemcachedStore, ServerProcess) {
+    let server = ServerProcess::memcached();
+    let store = MemcachedStore::new(server.addr()).expect("a valid store");
+    (store, server)
+}
+
+tests::store_conformance!(memcached());
+tests::session_suite!(memcached());
+
+async fn raw(server: &ServerProcess) -> Client {
+    Client::new(format!("tcp://{}", server.addr()))
+        .await
+        .expect("connect to memcached")
+}
+
+async fn item(client: &mut Client, key: &str) -> Option<serde_json::Value> {
+    let value = client.get(key).await.unwrap()?;
+    Some(serde_json::from_slice(value.data.as_deref().unwrap()).unwrap())
+}
+
+#[actix_web::test]
+async fn one_json_item_per_session_as_sanic_session_writes_it() {
+    let (store, server) = memcached();
+    let mut client = raw(&server).await;
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = get(&app, "/counter", None).await.id();
+    post(&app, "/set/name/ann", Some(id.as_str())).await;
+    let stored = item(&mut client, &format!("session:{id}")).await.unwrap();
+    assert_eq!(stored, serde_json::json!({"foo": 1, "name": "ann"}));
+
+    // A session a Python app wrote, in sanic_session's layout, reads and updates here.
+    let python_id = SessionId::generate();
+    let key = format!("session:{python_id}");
+    client
+        .set(&key, "{\"foo\": 41, \"user\": \"bob\"}", Some(3600), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&app, "/counter", Some(python_id.as_str())).await.body,
+        "42"
+    );
+    let stored = item(&mut client, &key).await.unwrap();
+    assert_eq!(stored, serde_json::json!({"foo": 42, "user": "bob"}));
+}
+
+#[actix_web::test]
+async fn the_thirty_day_default_and_longer_ttls_work_end_to_end() {
+    let (store, server) = memcached();
+    let mut client = raw(&server).await;
+    let app = init_app!(SessionMiddleware::new(store.clone()));
+    let first = get(&app, "/counter", None).await;
+    assert_eq!(
+        first.cookie.as_ref().unwrap().max_age(),
+        Some(time::Duration::days(30))
+    );
+    assert_eq!(
+        get(&app, "/counter", Some(first.id().as_str())).await.body,
+        "2"
+    );
+    let key = format!("session:{}", first.id());
+    let meta = client
+        .meta_get(&key, false, None, Some(&["t"]))
+        .await
+        .unwrap()
+        .unwrap();
+    let remaining = meta.ttl_remaining.unwrap();
+    assert!(
+        (2_591_000..=2_592_000).contains(&remaining),
+        "TTL left: {remaining}"
+    );
+
+    // Past 30 days memcached wants an absolute time; sent as seconds the item would be dead
+    // on arrival (a time in 1970).
+    let long = SessionMiddleware::builder(store)
+        .ttl(Duration::from_hours(90 * 24))
+        .build();
+    let app = init_app!(long);
+    let first = get(&app, "/counter", None).await;
+    assert_eq!(
+        get(&app, "/counter", Some(first.id().as_str())).await.body,
+        "2"
+    );
+    let key = format!("session:{}", first.id());
+    let meta = client
+        .meta_get(&key, false, None, Some(&["t"]))
+        .await
+        .unwrap()
+        .unwrap();
+    let remaining = meta.ttl_remaining.unwrap();
+    assert!(
+        (90 * 24 * 3600 - 1_000..=90 * 24 * 3600).contains(&remaining),
+        "TTL left: {remaining}"
+    );
+}
+
+#[actix_web::test]
+async fn memcached_down_gives_503_on_session_routes_only_and_recovers_by_itself() {
+    let (store, mut server) = memcached();
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = get(&app, "/counter", None).await.id();
+    server.stop();
+    let started = Instant::now();
+    let down = get(&app, "/counter", Some(id.as_str())).await;
+    println!(
+        "memcached stopped: {} after {:?}",
+        down.status,
+        started.elapsed()
+    );
+    assert_eq!(
+        (down.status, down.body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        get(&app, "/noop", Some(id.as_str())).await.status,
+        StatusCode::OK
+    );
+    server.start();
+    let back = get(&app, "/counter", Some(id.as_str())).await;
+    assert_eq!((back.status, back.body.as_str()), (StatusCode::OK, "1"));
+    assert_eq!(
+        get(&app, "/counter", Some(back.id().as_str())).await.body,
+        "2"
+    );
+}
+
+#[actix_web::test]
+async fn a_frozen_memcached_gives_503_within_the_timeout_and_recovers() {
+    let (store, server) = memcached();
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = get(&app, "/counter", None).await.id();
+    server.pause();
+    let started = Instant::now();
+    let frozen = tokio::time::timeout(
+        Duration::from_secs(10),
+        get(&app, "/counter", Some(id.as_str())),
+    )
+    .await
+    .expect("the request hung");
+    let waited = started.elapsed();
+    println!("memcached frozen: {} after {waited:?}", frozen.status);
+    assert_eq!(frozen.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        waited < Duration::from_millis(2_500),
+        "took {waited:?}, over the 2 s timeout"
+    );
+    assert_eq!(
+        get(&app, "/noop", Some(id.as_str())).await.status,
+        StatusCode::OK
+    );
+    server.resume();
+    let mut body = String::new();
+    for _ in 0..20 {
+        let reply = get(&app, "/counter", Some(id.as_str())).await;
+        if reply.status == StatusCode::OK {
+            body = reply.body;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body, "2", "the app did not recover after the server thawed");
+}
+
+#[actix_web::test]
+async fn a_session_over_the_item_limit_is_a_clear_error_not_a_silent_loss() {
+    let (store, server) = memcached();
+    let mut client = raw(&server).await;
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = get(&app, "/counter", None).await.id();
+    let big = post(&app, "/big/1500", Some(id.as_str())).await;
+    assert_eq!(
+        (big.status, big.body.as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    );
+    // The session is as it was, and still works.
+    let stored = item(&mut client, &format!("session:{id}")).await.unwrap();
+    assert_eq!(stored, serde_json::json!({"foo": 1}));
+    assert_eq!(
+        post(&app, "/big/100", Some(id.as_str())).await.status,
+        StatusCode::OK
+    );
+    let new = post(&app, "/big/1500", None).await;
+    assert_eq!(
+        (new.status, new.cookie),
+        (StatusCode::INTERNAL_SERVER_ERROR, None)
+    );
+}
+
+#[actix_web::test]
+async fn the_server_item_limit_is_reported_as_too_large_as_well() {
+    let (_, server) = memcached();
+    // The store believes items up to 4 MB fit; the server (-I 1m) refuses.
+    let store = MemcachedStore::builder(server.addr())
+        .max_item_size(4_000_000)
+        .build()
+        .unwrap();
+    let app = init_app!(SessionMiddleware::new(store.clone()));
+    let id = get(&app, "/counter", None).await.id();
+    let big = post(&app, "/big/1500", Some(id.as_str())).await;
+    assert_eq!(big.status, StatusCode::INTERNAL_SERVER_ERROR);
+    // memcached deletes the item it refused to overwrite: that is why the store checks the
+    // size itself, under the server's limit, by default.
+    assert_eq!(store.load(&id).await.unwrap(), None);
+}
+
+#[actix_web::test]
+async fn a_corrupt_item_is_a_clear_error_not_a_panic() {
+    let (store, server) = memcached();
+    let mut client = raw(&server).await;
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = SessionId::generate();
+    let key = format!("session:{id}");
+    client
+        .set(&key, "not a JSON object", Some(3600), None)
+        .await
+        .unwrap();
+    let reply = get(&app, "/counter", Some(id.as_str())).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    );
+    let value = client.get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        value.data.as_deref(),
+        Some(&b"not a JSON object"[..]),
+        "left as it was"
+    );
+    assert_eq!(get(&app, "/counter", None).await.status, StatusCode::OK);
+}
