@@ -36,14 +36,36 @@
 //! [`SessionMiddleware::builder`] changes the cookie's attributes, the TTL, when the TTL is
 //! extended and how conflicting saves are resolved.
 //!
+//! # Typed sessions
+//!
+//! [`#[derive(SessionData)]`](derive@SessionData) maps a struct's fields to session keys; the
+//! [`Typed`] extractor loads it, derefs to it, and writes back the fields that changed:
+//!
+//! ```
+//! use actix_kv_session::{SessionData, Typed};
+//!
+//! #[derive(SessionData)]
+//! struct Visits {
+//!     #[session(key = "foo", default)]
+//!     count: u64,
+//! }
+//!
+//! async fn index(mut visits: Typed<Visits>) -> String {
+//!     visits.count += 1;
+//!     visits.count.to_string()
+//! }
+//! ```
+//!
 //! # Choosing a backend
 //!
 //! | store | cargo feature | for |
 //! |---|---|---|
 //! | [`MemoryStore`](storage::MemoryStore) | `memory` (default) | development, tests, one process |
+//! | `RedisStore` | `redis` | production, many processes |
+//! | `MemcachedStore` | `memcached` | production, many processes |
 //!
 //! ```toml
-//! actix-kv-session = "0.1"
+//! actix-kv-session = { version = "0.1", features = ["redis"] }
 //! ```
 //!
 //! # Feature flags
@@ -51,7 +73,9 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `memory` | yes | [`storage::MemoryStore`], on moka |
-//! | `derive` | yes | the `SessionData` derive (in progress) |
+//! | `derive` | yes | [`#[derive(SessionData)]`](derive@SessionData), typed session structs |
+//! | `redis` | no | [`storage::RedisStore`], on deadpool-redis |
+//! | `memcached` | no | [`storage::MemcachedStore`], on async-memcached |
 
 mod config;
 mod error;
@@ -60,6 +84,7 @@ mod middleware;
 mod session;
 mod session_ext;
 pub mod storage;
+mod typed;
 
 #[doc(inline)]
 pub use self::{
@@ -69,4 +94,105 @@ pub use self::{
     middleware::{SessionMiddleware, SessionMiddlewareBuilder, SessionService},
     session::{Session, SessionStatus},
     session_ext::SessionExt,
+    typed::{SessionData, Typed, TypedError},
 };
+
+#[doc(hidden)]
+pub use self::typed::__private;
+
+/// Derives [`SessionData`](trait@SessionData): a struct whose fields are session keys,
+/// read and written back through the [`Typed`] extractor.
+///
+/// Each field is one session key holding the field's value as JSON, so a typed view and
+/// [`Session::get`] / [`Session::insert`] see the same data. The struct needs named fields
+/// whose types are `Serialize + DeserializeOwned`; a generic struct gets those bounds on
+/// each type parameter.
+///
+/// ```
+/// use actix_kv_session::{SessionData, Typed};
+///
+/// #[derive(SessionData, Debug)]
+/// #[session(prefix = "cart.")]              // every key starts with `cart.`
+/// struct Cart {
+///     items: Vec<String>,                   // `cart.items`: required
+///     #[session(key = "total_cents")]
+///     total: u64,                           // `cart.total_cents`
+///     coupon: Option<String>,               // `cart.coupon`: `None` when absent
+///     #[session(default)]
+///     views: u32,                           // `cart.views`: 0 when absent
+///     #[session(skip)]
+///     scratch: String,                      // not stored: always `String::default()`
+/// }
+///
+/// async fn add(mut cart: Typed<Cart>) -> String {
+///     cart.items.push("apple".to_owned());
+///     cart.views += 1;
+///     // Only `cart.items` and `cart.views` are written back: the fields that changed.
+///     format!("{} items", cart.items.len())
+/// }
+/// ```
+///
+/// # Container attributes
+///
+/// - `#[session(prefix = "p")]`: prepends `p` to every key, explicit `key`s included, to
+///   keep the keys of several structs apart in one session.
+/// - `#[session(rename_all = "...")]`: derives keys from field names with one of
+///   `lowercase`, `UPPERCASE`, `camelCase`, `PascalCase`, `snake_case`,
+///   `SCREAMING_SNAKE_CASE`, `kebab-case`, `SCREAMING-KEBAB-CASE` (as serde does). An explicit
+///   `key` is taken as it is.
+///
+/// # Field attributes
+///
+/// - `#[session(key = "k")]`: stores the field under `k` instead of its name.
+/// - `#[session(default)]`: the field takes `Default::default()` when its key is missing,
+///   and `#[session(default = "path::to::function")]` the function's result.
+/// - `#[session(skip)]`: the field is not stored; it takes `Default::default()`. It cannot be
+///   combined with `key` or `default`.
+///
+/// A field written `Option<T>` is `None` when its key is missing, and setting it to `None`
+/// removes the key. Every other field without `default` is required: a session that lacks
+/// it rejects [`Typed<T>`] with [`TypedError::Missing`] (extract `Option<Typed<T>>` to
+/// accept that).
+///
+/// # When the struct changes
+///
+/// A stored value that no longer fits its field's type (the app changed the struct since
+/// the session was written) falls back to the default for `default` and `Option` fields,
+/// with a warning logged, and the default is written back, so the session heals. For a
+/// required field it is a rejection, [`TypedError::Invalid`]. Never a panic.
+///
+/// ```
+/// use actix_kv_session::{storage::MemoryStore, SessionData, SessionMiddleware, Typed};
+/// use actix_web::{test, web, App};
+///
+/// #[derive(SessionData)]
+/// struct Visits {
+///     #[session(key = "foo", default)]
+///     count: u64,
+/// }
+///
+/// async fn index(mut visits: Typed<Visits>) -> String {
+///     visits.count += 1;
+///     visits.count.to_string()
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let app = test::init_service(
+///     App::new()
+///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+///         .route("/", web::get().to(index)),
+/// )
+/// .await;
+/// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+/// let cookie = res.response().cookies().next().unwrap().into_owned();
+/// assert_eq!(test::read_body(res).await, "1");
+/// let req = test::TestRequest::get().uri("/").cookie(cookie).to_request();
+/// assert_eq!(test::call_and_read_body(&app, req).await, "2");
+/// # });
+/// ```
+///
+/// Misuse is a compile error on the offending item, all of them in one compile: enums,
+/// unions, tuple and unit structs, lifetime parameters, unknown attributes, duplicate keys
+/// (after `rename_all` and `prefix`), `skip` with `key` or `default`, empty keys.
+#[cfg(feature = "derive")]
+pub use actix_kv_session_derive::SessionData;

@@ -346,14 +346,20 @@ impl<S: SessionStore> Inner<S> {
         session: &Session,
         mut res: ServiceResponse<B>,
     ) -> ServiceResponse<EitherBody<B>> {
-        let (cookie, loaded) = session.take_state();
-        let Some(loaded) = loaded else {
-            return res.map_into_left_body();
-        };
+        let (cookie, loaded, failure) = session.take_state();
         if res.status().is_server_error() {
             // The handler failed: whatever it changed is not to be trusted.
             return res.map_into_left_body();
         }
+        if let Some(status) = failure {
+            // The session could not be loaded or written back: whatever the handler
+            // answered was built on a session it did not have.
+            tracing::debug!(%status, "session failure overrides the handler's response");
+            return replace(res, status);
+        }
+        let Some(loaded) = loaded else {
+            return res.map_into_left_body();
+        };
         let action = match self.persist(cookie, loaded).await {
             Ok(action) => action,
             Err(SaveFailure::Conflict) => {

@@ -2,7 +2,7 @@
 
 use std::{cell::RefCell, collections::HashMap, fmt, rc::Rc, sync::Arc};
 
-use actix_web::{dev::Payload, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, http::StatusCode, FromRequest, HttpRequest, ResponseError};
 use futures_util::future::LocalBoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -101,6 +101,10 @@ pub(crate) struct State {
     pub(crate) loaded: Option<Loaded>,
     /// Set once the middleware has taken the state to save it.
     finished: bool,
+    /// A failure that must decide the response whatever the handler answered: a load that
+    /// failed (even if an `Option` extractor swallowed the error), or a typed value that
+    /// could not be written back.
+    failure: Option<StatusCode>,
 }
 
 struct Cell {
@@ -149,6 +153,7 @@ impl Session {
                 cookie,
                 loaded: None,
                 finished: false,
+                failure: None,
             }),
             load_gate: tokio::sync::Mutex::new(()),
             loader,
@@ -184,7 +189,14 @@ impl Session {
             }
         };
         let record = match &id {
-            Some(id) => self.0.loader.load(id).await?,
+            Some(id) => match self.0.loader.load(id).await {
+                Ok(record) => record,
+                Err(err) => {
+                    let err = SessionError::Store(err);
+                    self.fail(err.status_code());
+                    return Err(err);
+                }
+            },
             None => None,
         };
         let loaded = match record {
@@ -374,11 +386,35 @@ impl Session {
         }
     }
 
+    /// Makes the request answer `status`, with nothing saved, whatever the handler does.
+    pub(crate) fn fail(&self, status: StatusCode) {
+        let mut state = self.0.state.borrow_mut();
+        if state.failure.is_none() {
+            state.failure = Some(status);
+        }
+    }
+
+    /// Reads the loaded data.
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&SessionMap) -> R) -> Result<R, SessionError> {
+        self.with_loaded(|s| f(&s.data))
+    }
+
+    /// Sets `key` to a JSON text, or removes it.
+    pub(crate) fn put_json(&self, key: &str, json: Option<String>) -> Result<(), SessionError> {
+        self.with_loaded(|s| {
+            s.touch(key);
+            match json {
+                Some(json) => s.data.insert(key.to_owned(), json),
+                None => s.data.remove(key),
+            };
+        })
+    }
+
     /// Takes the state out for saving; the handle is unusable afterwards.
-    pub(crate) fn take_state(&self) -> (CookieState, Option<Loaded>) {
+    pub(crate) fn take_state(&self) -> (CookieState, Option<Loaded>, Option<StatusCode>) {
         let mut state = self.0.state.borrow_mut();
         state.finished = true;
-        (state.cookie, state.loaded.take())
+        (state.cookie, state.loaded.take(), state.failure)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use actix_kv_session::{Session, SessionExt};
+use actix_kv_session::{Session, SessionData, SessionExt, Typed};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 /// Registers every test route.
@@ -23,7 +23,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/slow-read", web::get().to(slow_read))
         .route("/two", web::get().to(two_extractors))
         .route("/ext", web::get().to(through_ext))
-        .route("/big/{kib}", web::post().to(big));
+        .route("/big/{kib}", web::post().to(big))
+        .route("/typed/counter", web::get().to(typed_counter))
+        .route("/typed/visit", web::post().to(typed_visit))
+        .route("/typed/visit-slow", web::post().to(typed_visit_slow))
+        .route("/typed/cart-slow/{item}", web::post().to(typed_cart_slow))
+        .route(
+            "/typed/theme-slow/{theme}",
+            web::post().to(typed_theme_slow),
+        )
+        .route("/typed/profile", web::get().to(typed_profile));
 }
 
 /// The seed's counter: `foo` += 1.
@@ -127,4 +136,75 @@ async fn through_ext(req: HttpRequest) -> actix_web::Result<String> {
 async fn big(session: Session, kib: web::Path<usize>) -> actix_web::Result<&'static str> {
     session.insert("big", &"x".repeat(kib.into_inner() * 1024))?;
     Ok("stored")
+}
+
+/// The seed's counter as a typed struct: the same `foo` key as `/counter`.
+#[derive(SessionData, Debug)]
+pub struct Counter {
+    /// `foo`, 0 when absent.
+    #[session(key = "foo", default)]
+    pub count: u64,
+}
+
+/// A logged-in user's profile: `user` is required.
+#[derive(SessionData, Debug)]
+pub struct Profile {
+    /// Set by `/login/{user}`.
+    #[session(key = "user")]
+    pub name: String,
+    /// Visits counted by `/typed/visit`.
+    #[session(default)]
+    pub visits: u64,
+    /// Absent until chosen.
+    pub theme: Option<String>,
+    /// Never stored.
+    #[session(skip)]
+    pub scratch: u8,
+}
+
+/// A cart, namespaced.
+#[derive(SessionData, Debug)]
+#[session(prefix = "cart.")]
+pub struct Cart {
+    /// `cart.items`.
+    #[session(default)]
+    pub items: Vec<String>,
+}
+
+async fn typed_counter(mut counter: Typed<Counter>) -> String {
+    counter.count += 1;
+    counter.count.to_string()
+}
+
+async fn typed_visit(profile: Option<Typed<Profile>>) -> String {
+    match profile {
+        Some(mut profile) => {
+            profile.visits += 1;
+            profile.scratch = 7;
+            format!("{} {}", profile.name, profile.visits)
+        }
+        None => "anonymous".to_owned(),
+    }
+}
+
+async fn typed_visit_slow(mut profile: Typed<Profile>) -> String {
+    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    profile.visits += 1;
+    profile.visits.to_string()
+}
+
+async fn typed_theme_slow(mut profile: Typed<Profile>, theme: web::Path<String>) -> String {
+    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    profile.theme = Some(theme.into_inner());
+    "themed".to_owned()
+}
+
+async fn typed_cart_slow(mut cart: Typed<Cart>, item: web::Path<String>) -> String {
+    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    cart.items.push(item.into_inner());
+    cart.items.len().to_string()
+}
+
+async fn typed_profile(profile: Typed<Profile>) -> String {
+    format!("{:?}", *profile)
 }

@@ -102,6 +102,7 @@ macro_rules! session_suite {
             concurrent_requests_on_different_keys_all_persist,
             strict_policy_turns_lost_updates_into_conflicts,
             purge_during_slow_request_stays_purged,
+            typed_structs_round_trip_and_write_only_changed_fields,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {

@@ -491,3 +491,59 @@ where
     );
     assert_eq!(get(&app, "/counter", Some(id.as_str())).await.body, "1");
 }
+
+/// Typed structs through the middleware: the same keys as the untyped API, only changed
+/// fields written, skipped and absent optional fields not stored, and two typed views
+/// changed by concurrent requests both kept.
+pub async fn typed_structs_round_trip_and_write_only_changed_fields<S: SessionStore>(store: S) {
+    let app = init_app!(plain(store.clone()));
+    let id = get(&app, "/typed/counter", None).await.id();
+    assert_eq!(
+        get(&app, "/typed/counter", Some(id.as_str())).await.body,
+        "2"
+    );
+    assert_eq!(
+        get(&app, "/counter", Some(id.as_str())).await.body,
+        "3",
+        "one `foo` key"
+    );
+
+    assert_eq!(post(&app, "/typed/visit", None).await.body, "anonymous");
+    let id = post(&app, "/login/ann", None).await.id();
+    assert_eq!(
+        post(&app, "/typed/visit", Some(id.as_str())).await.body,
+        "ann 1"
+    );
+    let record = store.load(&id).await.unwrap().unwrap();
+    let mut keys: Vec<_> = record.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["user", "visits"],
+        "no `theme` (None) and no `scratch` (skipped)"
+    );
+    assert_eq!(record["visits"], "1");
+
+    // Two requests at once, one changing the profile, one the cart: both changes stay.
+    let server = TestServer::start(plain(store.clone()));
+    let (visits, items) = futures_util::join!(
+        http_request(server.url("/typed/visit-slow"), Method::POST, id),
+        http_request(server.url("/typed/cart-slow/apple"), Method::POST, id),
+    );
+    assert_eq!((visits.0, items.0), (StatusCode::OK, StatusCode::OK));
+    let record = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(record["visits"], "2");
+    assert_eq!(record["cart.items"], "[\"apple\"]");
+    assert_eq!(record["user"], json("ann"));
+    // Two requests at once on two fields of the same struct: neither rewrites the other's.
+    let (visits, theme) = futures_util::join!(
+        http_request(server.url("/typed/visit-slow"), Method::POST, id),
+        http_request(server.url("/typed/theme-slow/dark"), Method::POST, id),
+    );
+    assert_eq!((visits.0, theme.0), (StatusCode::OK, StatusCode::OK));
+    let record = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (record["visits"].as_str(), record["theme"].as_str()),
+        ("3", "\"dark\"")
+    );
+}

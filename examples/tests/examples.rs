@@ -1,0 +1,157 @@
+//! Runs each example binary as a user would (`BIND_ADDR` on a free port, real HTTP with a
+//! cookie jar) and checks what the README says it prints.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// A running example; killed when dropped.
+struct Example {
+    child: Child,
+    port: u16,
+    cookie: Option<String>,
+}
+
+impl Example {
+    fn start(name: &str, env: &[(&str, String)]) -> Self {
+        // Tests run from target/<profile>/deps; cargo builds examples into ../examples.
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir: PathBuf = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target dir")
+            .join("examples");
+        let path = dir.join(name);
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&path)
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {} ({e}): cargo test builds it", path.display())
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "{name} did not listen on {port}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            cookie: None,
+        }
+    }
+
+    /// Sends a request with the jar's cookie, keeps any new `session` cookie, returns
+    /// (status, body).
+    fn request(&mut self, method: &str, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let cookie = self
+            .cookie
+            .as_ref()
+            .map(|c| format!("Cookie: session={c}\r\n"))
+            .unwrap_or_default();
+        write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{cookie}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        for line in head.lines() {
+            if let Some(value) = line
+                .to_ascii_lowercase()
+                .strip_prefix("set-cookie: session=")
+            {
+                let value = value.split(';').next().unwrap().to_owned();
+                self.cookie = if value.is_empty() { None } else { Some(value) };
+            }
+        }
+        (status, body.trim_end().to_owned())
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn counts_one_two_three(example: &mut Example) {
+    for expected in ["1", "2", "3"] {
+        assert_eq!(example.request("GET", "/"), (200, expected.to_owned()));
+    }
+}
+
+#[test]
+fn counter() {
+    counts_one_two_three(&mut Example::start("counter", &[]));
+}
+
+#[test]
+fn typed_counter() {
+    counts_one_two_three(&mut Example::start("typed_counter", &[]));
+}
+
+#[test]
+fn login() {
+    let mut app = Example::start("login", &[]);
+    assert_eq!(
+        app.request("GET", "/private"),
+        (401, "log in first".to_owned())
+    );
+    assert_eq!(
+        app.request("POST", "/login?user=ann"),
+        (200, "logged in".to_owned())
+    );
+    let first_id = app.cookie.clone().expect("a session after log-in");
+    assert_eq!(
+        app.request("GET", "/private"),
+        (200, "hello ann (visit 1)".to_owned())
+    );
+    assert_eq!(
+        app.request("GET", "/private"),
+        (200, "hello ann (visit 2)".to_owned())
+    );
+    // Logging in again renews the id.
+    assert_eq!(app.request("POST", "/login?user=ann").0, 200);
+    assert_ne!(app.cookie.as_deref(), Some(first_id.as_str()));
+    assert_eq!(
+        app.request("POST", "/logout"),
+        (200, "logged out".to_owned())
+    );
+    assert_eq!(app.cookie, None, "the cookie was removed");
+    assert_eq!(
+        app.request("GET", "/private"),
+        (401, "log in first".to_owned())
+    );
+    // The old id is dead too.
+    app.cookie = Some(first_id);
+    assert_eq!(app.request("GET", "/private").0, 401);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn counter_redis() {
+    let redis = tests::servers::ServerProcess::redis();
+    let mut app = Example::start("counter_redis", &[("REDIS_URL", redis.redis_url())]);
+    counts_one_two_three(&mut app);
+}
+
+#[cfg(feature = "memcached")]
+#[test]
+fn counter_memcached() {
+    let memcached = tests::servers::ServerProcess::memcached();
+    let mut app = Example::start("counter_memcached", &[("MEMCACHED_ADDR", memcached.addr())]);
+    counts_one_two_three(&mut app);
+}

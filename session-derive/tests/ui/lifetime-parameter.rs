@@ -1,0 +1,8 @@
+use actix_kv_session::SessionData;
+
+#[derive(SessionData)]
+struct Borrowed<'a> {
+    name: &'a str,
+}
+
+fn main() {}

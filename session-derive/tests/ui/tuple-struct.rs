@@ -1,0 +1,6 @@
+use actix_kv_session::SessionData;
+
+#[derive(SessionData)]
+struct UserId(u64);
+
+fn main() {}

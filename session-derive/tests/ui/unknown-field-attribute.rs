@@ -1,0 +1,9 @@
+use actix_kv_session::SessionData;
+
+#[derive(SessionData)]
+struct Auth {
+    #[session(rename = "uid")]
+    user_id: u64,
+}
+
+fn main() {}
