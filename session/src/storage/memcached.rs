@@ -71,7 +71,8 @@ impl managed::Manager for Manager {
     type Error = McError;
 
     async fn create(&self) -> Result<Client, McError> {
-        Client::new(&self.addr).await
+        // Boxed, so the pool's `get` future does not carry the connect future inline.
+        Box::pin(Client::new(&self.addr)).await
     }
 
     async fn recycle(&self, client: &mut Client, metrics: &Metrics) -> RecycleResult<McError> {

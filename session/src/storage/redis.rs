@@ -1,12 +1,20 @@
 //! The Redis store, on deadpool-redis.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::{Duration, Instant},
+};
 
-use deadpool::managed::{self, Metrics, Object, RecycleResult};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_redis::{
     redis::{
-        aio::MultiplexedConnection, AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError,
-        Script,
+        aio::{ConnectionLike, MultiplexedConnection},
+        from_redis_value, AsyncConnectionConfig, Client, Cmd, FromRedisValue, IntoConnectionInfo,
+        Pipeline, RedisError, Script, Value,
     },
     Runtime, Timeouts,
 };
@@ -47,9 +55,22 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
+    /// The connection requests use while it is healthy and busy, without asking the pool.
+    hot: Arc<Mutex<Option<Hot>>>,
     prefix: Arc<str>,
-    script: Arc<Script>,
+    /// SHA-1 of the save script, for `EVALSHA`.
+    script_sha: Arc<str>,
 }
+
+/// The last connection the pool handed out, shared by requests until it breaks or idles.
+struct Hot {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+    last_used: Instant,
+}
+
+/// The save script: applies a change set atomically.
+const SAVE_SCRIPT: &str = include_str!("redis/save.lua");
 
 #[derive(Clone)]
 enum Pool {
@@ -59,28 +80,15 @@ enum Pool {
     Given(deadpool_redis::Pool),
 }
 
-enum Connection {
-    Own(Object<Manager>),
-    Given(deadpool_redis::Connection),
-}
-
-impl Connection {
-    fn multiplexed(&mut self) -> &mut MultiplexedConnection {
-        match self {
-            Self::Own(conn) => conn,
-            Self::Given(conn) => conn,
-        }
-    }
-
-    /// Keeps the connection out of the pool after an error that leaves it unusable.
-    fn discard_if_broken(self, err: &RedisError) {
-        if err.is_unrecoverable_error() || err.is_io_error() || err.is_timeout() {
-            match self {
-                Self::Own(conn) => drop(Object::take(conn)),
-                Self::Given(conn) => drop(deadpool_redis::Connection::take(conn)),
-            }
-        }
-    }
+/// A pooled multiplexed connection, with a flag a request sets when it saw it break.
+///
+/// Requests do not hold the pool object while they wait for Redis: they clone the
+/// connection (clones share one socket and pipeline their commands) and give the object back
+/// at once, so a handful of connections serve any number of concurrent requests. A request
+/// that sees the connection break sets the flag, and the pool replaces it at its next turn.
+struct Pooled {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
 }
 
 /// Makes multiplexed connections; pings only those idle for a while.
@@ -90,23 +98,32 @@ struct Manager {
 }
 
 impl managed::Manager for Manager {
-    type Type = MultiplexedConnection;
+    type Type = Pooled;
     type Error = RedisError;
 
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
+    async fn create(&self) -> Result<Pooled, RedisError> {
+        // Boxed: connecting is a large future, and the pool's `get` future would carry it
+        // inline into every request's future.
+        let connect = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config);
+        let conn = Box::pin(connect).await?;
+        Ok(Pooled {
+            conn,
+            broken: Arc::default(),
+        })
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut MultiplexedConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<RedisError> {
+    async fn recycle(&self, pooled: &mut Pooled, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if pooled.broken.load(Ordering::Relaxed) {
+            return Err(RecycleError::message(
+                "the connection broke during a request",
+            ));
+        }
         if metrics.last_used() >= PING_WHEN_IDLE_FOR {
-            deadpool_redis::redis::cmd("PING")
-                .query_async::<()>(conn)
+            pooled
+                .conn
+                .req_packed_command(&deadpool_redis::redis::cmd("PING"))
                 .await?;
         }
         Ok(())
@@ -160,9 +177,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The most connections the pool holds (default 16). Each is multiplexed: a
-    /// connection carries one request at a time from the pool's point of view, but is
-    /// never blocked by a slow one of another connection.
+    /// The most connections the pool holds (default 16). Connections are multiplexed and
+    /// shared: requests pipeline their commands on them, and a new one is opened only while
+    /// all are being checked or connected, so a busy app usually needs very few.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self
@@ -214,8 +231,9 @@ impl RedisStoreBuilder {
         };
         Ok(RedisStore {
             pool,
+            hot: Arc::default(),
             prefix: self.prefix.into(),
-            script: Arc::new(Script::new(include_str!("redis/save.lua"))),
+            script_sha: Script::new(SAVE_SCRIPT).get_hash().into(),
         })
     }
 }
@@ -271,80 +289,136 @@ impl RedisStore {
         key
     }
 
-    async fn connection(&self) -> Result<Connection, StoreError> {
-        match &self.pool {
-            Pool::Own(pool) => pool
-                .get()
-                .await
-                .map(Connection::Own)
-                .map_err(StoreError::unavailable),
-            Pool::Given(pool) => pool
-                .get()
-                .await
-                .map(Connection::Given)
-                .map_err(StoreError::unavailable),
-        }
-    }
-
-    /// Runs one command or script on a pooled connection.
-    async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
-    where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, RedisError>,
-    {
-        let mut conn = self.connection().await?;
-        match op(conn.multiplexed()).await {
-            Ok(value) => Ok(value),
-            Err(err) => {
-                let failure = classify(&err);
-                conn.discard_if_broken(&err);
-                Err(failure(err))
+    /// A connection to run one command on, and the flag to set if it breaks.
+    ///
+    /// Multiplexed connections are shared: requests take the hot one, without the pool,
+    /// while it is healthy and in use. The pool is asked (and pings, and replaces broken
+    /// connections) only when there is none, it broke, or it idled past a second.
+    async fn connection(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), StoreError> {
+        let now = Instant::now();
+        if let Some(hot) = self
+            .hot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            let fresh = now.saturating_duration_since(hot.last_used) < PING_WHEN_IDLE_FOR;
+            if fresh && !hot.broken.load(Ordering::Relaxed) {
+                hot.last_used = now;
+                return Ok((hot.conn.clone(), Arc::clone(&hot.broken)));
             }
         }
+        // Boxed: deadpool's `get` future is several KiB, and would otherwise sit inline in
+        // every request's future.
+        let (conn, broken) = match &self.pool {
+            Pool::Own(pool) => {
+                let pooled = Box::pin(pool.get())
+                    .await
+                    .map_err(StoreError::unavailable)?;
+                (pooled.conn.clone(), Arc::clone(&pooled.broken))
+            }
+            // deadpool-redis checks its connections itself; the flag only retires the hot one.
+            Pool::Given(pool) => {
+                let conn = Box::pin(pool.get())
+                    .await
+                    .map_err(StoreError::unavailable)?;
+                (MultiplexedConnection::clone(&conn), Arc::default())
+            }
+        };
+        let hot = Hot {
+            conn: conn.clone(),
+            broken: Arc::clone(&broken),
+            last_used: now,
+        };
+        *self.hot.lock().unwrap_or_else(PoisonError::into_inner) = Some(hot);
+        Ok((conn, broken))
     }
 
+    /// Sends one command and reads its answer. The connection's own future is boxed, so
+    /// this future stays small: the middleware holds it across a request.
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        let (mut conn, broken) = self.connection().await?;
+        let answer = conn
+            .req_packed_command(cmd)
+            .await
+            .and_then(Value::extract_error);
+        let value = answer.map_err(|err| Self::failure(err, Some(&broken)))?;
+        from_redis_value(value).map_err(|err| Self::failure(err.into(), None))
+    }
+
+    /// Sends a pipeline (only `load_and_touch` does).
+    async fn query_pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        let (mut conn, broken) = self.connection().await?;
+        let answer: Result<T, RedisError> = Box::pin(pipe.query_async(&mut conn)).await;
+        answer.map_err(|err| Self::failure(err, Some(&broken)))
+    }
+
+    /// The store error for a Redis error; flags the connection when the error broke it.
+    fn failure(err: RedisError, broken: Option<&AtomicBool>) -> StoreError {
+        if err.is_unrecoverable_error() || err.is_io_error() || err.is_timeout() {
+            if let Some(broken) = broken {
+                broken.store(true, Ordering::Relaxed);
+            }
+        }
+        classify(&err)(err)
+    }
+
+    /// Runs the save script: `EVALSHA`, or `EVAL` once when the server does not have it
+    /// (a fresh or restarted Redis).
     async fn apply(
         &self,
         key: String,
         target: Option<String>,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
-        let mut invocation = self.script.key(key);
-        if let Some(target) = target {
-            invocation.key(target);
-        }
-        let mode = match changes.mode() {
-            SaveMode::Create => "c",
-            SaveMode::Update => "u",
-        };
-        let strict = if changes.policy() == ConflictPolicy::Strict {
-            "1"
-        } else {
-            "0"
-        };
-        invocation
-            .arg(mode)
-            .arg(strict)
-            .arg(millis(changes.ttl()))
-            .arg(changes.changes().len());
-        for change in changes.changes() {
-            let (op, value) = match change.value() {
-                Some(value) => ("s", value),
-                None => ("d", ""),
+        let script_cmd = |verb: &str, script: &str| {
+            let mut cmd = deadpool_redis::redis::cmd(verb);
+            cmd.arg(script)
+                .arg(if target.is_some() { 2 } else { 1 })
+                .arg(&key);
+            if let Some(target) = &target {
+                cmd.arg(target);
+            }
+            let mode = match changes.mode() {
+                SaveMode::Create => "c",
+                SaveMode::Update => "u",
             };
-            let (seen_flag, seen) = match change.seen() {
-                Some(seen) => ("1", seen),
-                None => ("0", ""),
+            let strict = if changes.policy() == ConflictPolicy::Strict {
+                "1"
+            } else {
+                "0"
             };
-            invocation
-                .arg(change.key())
-                .arg(op)
-                .arg(value)
-                .arg(seen_flag)
-                .arg(seen);
-        }
-        let status: String = self
-            .run(async |conn| invocation.invoke_async(conn).await)
-            .await?;
+            cmd.arg(mode)
+                .arg(strict)
+                .arg(millis(changes.ttl()))
+                .arg(changes.changes().len());
+            for change in changes.changes() {
+                let (op, value) = match change.value() {
+                    Some(value) => ("s", value),
+                    None => ("d", ""),
+                };
+                let (seen_flag, seen) = match change.seen() {
+                    Some(seen) => ("1", seen),
+                    None => ("0", ""),
+                };
+                cmd.arg(change.key())
+                    .arg(op)
+                    .arg(value)
+                    .arg(seen_flag)
+                    .arg(seen);
+            }
+            cmd
+        };
+        let status: String = match self.query(&script_cmd("EVALSHA", &self.script_sha)).await {
+            Err(StoreError::Unavailable(err))
+                if err
+                    .downcast_ref::<RedisError>()
+                    .is_some_and(|e| e.code() == Some("NOSCRIPT")) =>
+            {
+                self.query(&script_cmd("EVAL", SAVE_SCRIPT)).await?
+            }
+            other => other?,
+        };
         match status.as_str() {
             "saved" => Ok(SaveOutcome::Saved),
             "emptied" => Ok(SaveOutcome::Emptied),
@@ -409,14 +483,8 @@ impl fmt::Debug for RedisStore {
 
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
-        let key = self.key(id);
         let fields: Vec<(String, Vec<u8>)> = self
-            .run(async |conn| {
-                deadpool_redis::redis::cmd("HGETALL")
-                    .arg(&key)
-                    .query_async(conn)
-                    .await
-            })
+            .query(deadpool_redis::redis::cmd("HGETALL").arg(self.key(id)))
             .await?;
         Ok(into_record(fields))
     }
@@ -427,19 +495,14 @@ impl SessionStore for RedisStore {
         ttl: Duration,
     ) -> Result<Option<SessionMap>, StoreError> {
         let key = self.key(id);
-        let (fields, _): (Vec<(String, Vec<u8>)>, bool) = self
-            .run(async |conn| {
-                deadpool_redis::redis::pipe()
-                    .atomic()
-                    .cmd("HGETALL")
-                    .arg(&key)
-                    .cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(millis(ttl))
-                    .query_async(conn)
-                    .await
-            })
-            .await?;
+        let mut pipe = deadpool_redis::redis::pipe();
+        pipe.atomic()
+            .cmd("HGETALL")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(millis(ttl));
+        let (fields, _): (Vec<(String, Vec<u8>)>, bool) = self.query_pipeline(&pipe).await?;
         Ok(into_record(fields))
     }
 
@@ -464,25 +527,16 @@ impl SessionStore for RedisStore {
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        let key = self.key(id);
-        self.run(async |conn| {
+        self.query(
             deadpool_redis::redis::cmd("PEXPIRE")
-                .arg(&key)
-                .arg(millis(ttl))
-                .query_async(conn)
-                .await
-        })
+                .arg(self.key(id))
+                .arg(millis(ttl)),
+        )
         .await
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        let key = self.key(id);
-        self.run(async |conn| {
-            deadpool_redis::redis::cmd("DEL")
-                .arg(&key)
-                .query_async::<()>(conn)
-                .await
-        })
-        .await
+        self.query(deadpool_redis::redis::cmd("DEL").arg(self.key(id)))
+            .await
     }
 }
