@@ -5,12 +5,13 @@ use std::{
     future::{ready, Future, Ready},
     rc::Rc,
     sync::Arc,
+    task::Poll,
     time::Duration,
 };
 
 use actix_web::{
     body::{EitherBody, MessageBody},
-    cookie::{Cookie, SameSite},
+    cookie::SameSite,
     dev::{Service, ServiceRequest, ServiceResponse, Transform},
     http::{
         header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE},
@@ -73,6 +74,7 @@ pub struct SessionMiddleware<S> {
 struct Inner<S> {
     store: S,
     config: SessionConfig,
+    cookies: CookieHeaders,
 }
 
 impl<S> Clone for SessionMiddleware<S> {
@@ -210,6 +212,7 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
         }
         SessionMiddleware {
             inner: Arc::new(Inner {
+                cookies: CookieHeaders::new(&self.config),
                 store: self.store,
                 config: self.config,
             }),
@@ -334,6 +337,12 @@ impl<S: SessionStore> Inner<S> {
         &self,
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let mut op = std::pin::pin!(op);
+        // A store that answers at once (memory) needs no timer: arm one only if it waits.
+        let first = std::future::poll_fn(|cx| Poll::Ready(op.as_mut().poll(cx))).await;
+        if let Poll::Ready(result) = first {
+            return result;
+        }
         let limit = self.config.store_timeout;
         tokio::time::timeout(limit, op)
             .await
@@ -375,13 +384,13 @@ impl<S: SessionStore> Inner<S> {
                 return replace(res, status);
             }
         };
-        let cookie = match action {
+        let header = match action {
             CookieAction::Keep => None,
-            CookieAction::Set(id) => Some(self.config.session_cookie(&id)),
-            CookieAction::Remove => Some(self.config.removal_cookie()),
+            CookieAction::Set(id) => self.cookies.set(&id),
+            CookieAction::Remove => Some(self.cookies.removal.clone()),
         };
-        if let Some(cookie) = cookie {
-            set_cookie(res.headers_mut(), &cookie);
+        if let Some(header) = header {
+            res.headers_mut().append(SET_COOKIE, header);
         }
         res.map_into_left_body()
     }
@@ -481,11 +490,41 @@ impl<S: SessionStore> Inner<S> {
     }
 }
 
-fn set_cookie(headers: &mut HeaderMap, cookie: &Cookie<'_>) {
-    match HeaderValue::from_str(&cookie.to_string()) {
-        Ok(value) => headers.append(SET_COOKIE, value),
-        // The settings were validated at build time and ids are hex: this cannot happen.
-        Err(err) => tracing::error!(error = %err, "cannot encode the session cookie"),
+/// The `Set-Cookie` headers, rendered once when the middleware is built: a session cookie
+/// is the head, the id and the tail; the removal cookie never changes.
+struct CookieHeaders {
+    head: String,
+    tail: String,
+    removal: HeaderValue,
+}
+
+impl CookieHeaders {
+    fn new(config: &SessionConfig) -> Self {
+        let placeholder = SessionId::generate();
+        let rendered = config.session_cookie(&placeholder).to_string();
+        let (head, tail) = rendered
+            .split_once(placeholder.as_str())
+            .map(|(head, tail)| (head.to_owned(), tail.to_owned()))
+            .unwrap_or_default();
+        let removal = HeaderValue::from_str(&config.removal_cookie().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        Self { head, tail, removal }
+    }
+
+    /// The header that sets the cookie to `id`.
+    fn set(&self, id: &SessionId) -> Option<HeaderValue> {
+        let mut header = String::with_capacity(self.head.len() + 32 + self.tail.len());
+        header.push_str(&self.head);
+        header.push_str(id.as_str());
+        header.push_str(&self.tail);
+        match HeaderValue::try_from(header) {
+            Ok(value) => Some(value),
+            // The settings were validated at build time and ids are hex: this cannot happen.
+            Err(err) => {
+                tracing::error!(error = %err, "cannot encode the session cookie");
+                None
+            }
+        }
     }
 }
 

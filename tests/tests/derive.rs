@@ -272,7 +272,7 @@ async fn a_value_that_cannot_be_written_back_is_a_500_and_saves_nothing() {
         (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
     );
     assert!(reply.cookie.is_none());
-    store.run_pending_tasks().await;
+    store.run_pending_tasks();
     assert_eq!(store.session_count(), 0);
 }
 

@@ -24,7 +24,7 @@ async fn the_store_is_bounded() {
         store.save(&id, &changes).await.unwrap();
         ids.push(id);
     }
-    store.run_pending_tasks().await;
+    store.run_pending_tasks();
     assert!(
         store.session_count() <= 100,
         "{} sessions kept",

@@ -45,7 +45,7 @@ async fn main() {
         );
         store.save(id, &changes).await.expect("memory store saves");
     }
-    store.run_pending_tasks().await;
+    store.run_pending_tasks();
     let after = rss_bytes();
     let kept = store.session_count();
     let per_session = (after.saturating_sub(before)) as f64 / kept.max(1) as f64;

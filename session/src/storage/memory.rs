@@ -2,11 +2,14 @@
 
 use std::{
     fmt,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
     time::{Duration, Instant},
 };
 
-use moka::{future::Cache, ops::compute::Op, Expiry};
+use moka::{sync::Cache, Expiry};
 
 use super::{ChangeSet, SaveMode, SaveOutcome, SessionMap, SessionStore};
 use crate::{error::StoreError, SessionId};
@@ -35,40 +38,98 @@ const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 ///
 /// The store is bounded: past [`max_sessions`](MemoryStoreBuilder::max_sessions) it evicts
 /// the sessions least likely to be used again, so a flood of new visitors cannot exhaust
-/// the process's memory. Each session expires after the time to live of its last save.
-/// Saves are merged into the stored session atomically per session.
+/// the process's memory. Each session expires one time to live after its last save or touch.
+///
+/// Each session sits behind its own lock, in a moka cache that bounds the store and drops
+/// idle entries: a save merges its changes under that lock, atomically, without writing to
+/// the cache, so saves of different sessions never wait for each other and a save of an
+/// existing session costs one cache read.
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<SessionId, Arc<Entry>>,
+    cache: Cache<SessionId, Arc<Slot>>,
 }
 
-/// One stored session: the data, shared so that a touch does not copy it, and the time to
-/// live given by its last write.
-struct Entry {
-    data: Arc<SessionMap>,
-    ttl: Duration,
+/// One stored session.
+struct Slot {
+    state: Mutex<SlotState>,
+    /// The time to live of the last write, in milliseconds, for the cache's own expiry.
+    ttl_ms: AtomicU64,
 }
 
-struct EntryTtl;
+struct SlotState {
+    data: SessionMap,
+    /// The session is gone after this instant.
+    deadline: Instant,
+    /// Deleted (purged, emptied, renewed away): a request still holding the slot must not
+    /// write to it.
+    dead: bool,
+}
 
-impl Expiry<SessionId, Arc<Entry>> for EntryTtl {
-    fn expire_after_create(
+impl Slot {
+    fn new(data: SessionMap, ttl: Duration) -> Self {
+        Self {
+            state: Mutex::new(SlotState {
+                data,
+                deadline: Instant::now() + ttl,
+                dead: false,
+            }),
+            ttl_ms: AtomicU64::new(as_millis(ttl)),
+        }
+    }
+
+    /// The state, if the session is still alive.
+    fn alive(&self) -> Option<MutexGuard<'_, SlotState>> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        (!state.dead && state.deadline > Instant::now()).then_some(state)
+    }
+
+    /// Moves the deadline one `ttl` from now. True when `ttl` is longer than the last one:
+    /// the cache's expiry, set from the last one at the read that found this slot, must then
+    /// be set again (by another read) or it could drop the session before its deadline.
+    fn extend(&self, state: &mut SlotState, ttl: Duration) -> bool {
+        state.deadline = Instant::now() + ttl;
+        let ttl = as_millis(ttl);
+        self.ttl_ms.swap(ttl, Ordering::Relaxed) < ttl
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+}
+
+fn as_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The cache drops an entry one TTL after its last use. A session's own deadline (one TTL
+/// after its last write) always comes first, and decides; the cache's expiry only frees the
+/// memory of sessions nobody asks for.
+struct IdleExpiry;
+
+impl Expiry<SessionId, Arc<Slot>> for IdleExpiry {
+    fn expire_after_create(&self, _: &SessionId, slot: &Arc<Slot>, _: Instant) -> Option<Duration> {
+        Some(slot.ttl())
+    }
+
+    fn expire_after_read(
         &self,
-        _key: &SessionId,
-        value: &Arc<Entry>,
-        _created_at: Instant,
+        _: &SessionId,
+        slot: &Arc<Slot>,
+        _: Instant,
+        _: Option<Duration>,
+        _: Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(slot.ttl())
     }
 
     fn expire_after_update(
         &self,
-        _key: &SessionId,
-        value: &Arc<Entry>,
-        _updated_at: Instant,
-        _remaining: Option<Duration>,
+        _: &SessionId,
+        slot: &Arc<Slot>,
+        _: Instant,
+        _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(slot.ttl())
     }
 }
 
@@ -93,7 +154,7 @@ impl MemoryStoreBuilder {
         MemoryStore {
             cache: Cache::builder()
                 .max_capacity(self.max_sessions)
-                .expire_after(EntryTtl)
+                .expire_after(IdleExpiry)
                 .build(),
         }
     }
@@ -116,42 +177,33 @@ impl MemoryStore {
     }
 
     /// Applies pending evictions and expiries now, instead of at the next batch.
-    pub async fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks().await;
+    pub fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks();
     }
 
-    /// Merges `changes` onto `current` under the rules of [`SessionStore::save`]; returns
-    /// the cache operation and the outcome, and the merged data when something is kept.
-    fn merge(
-        current: Option<&Entry>,
-        changes: &ChangeSet,
-    ) -> (Op<Arc<Entry>>, SaveOutcome, Option<Arc<SessionMap>>) {
-        match (changes.mode(), current) {
-            (SaveMode::Create, Some(_)) => return (Op::Nop, SaveOutcome::IdTaken, None),
-            (SaveMode::Update, None) => return (Op::Nop, SaveOutcome::Gone, None),
-            _ => {}
+    /// Drops a session's slot from the cache after marking it dead.
+    fn remove(&self, id: &SessionId, slot: &Slot) {
+        slot.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dead = true;
+        self.cache.invalidate(id);
+    }
+
+    /// Reads `id` again so the cache takes a longer time to live into account.
+    fn rearm_if(&self, longer: bool, id: &SessionId) {
+        if longer {
+            self.cache.get(id);
         }
-        let mut data = current
-            .map(|e| SessionMap::clone(&e.data))
-            .unwrap_or_default();
-        if changes.conflicts_with(&data) {
-            return (Op::Nop, SaveOutcome::Conflict, None);
-        }
-        changes.apply_to(&mut data);
-        if data.is_empty() {
-            let op = if current.is_some() {
-                Op::Remove
-            } else {
-                Op::Nop
-            };
-            return (op, SaveOutcome::Emptied, None);
-        }
-        let data = Arc::new(data);
-        let entry = Arc::new(Entry {
-            data: Arc::clone(&data),
-            ttl: changes.ttl(),
-        });
-        (Op::Put(entry), SaveOutcome::Saved, Some(data))
+    }
+
+    /// Stores a new session under `id`, unless a session is there.
+    fn create(&self, id: &SessionId, data: SessionMap, ttl: Duration) -> bool {
+        let entry = self
+            .cache
+            .entry(*id)
+            .or_insert_with(|| Arc::new(Slot::new(data, ttl)));
+        entry.is_fresh()
     }
 }
 
@@ -172,20 +224,74 @@ impl fmt::Debug for MemoryStore {
 
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
-        Ok(self.cache.get(id).await.map(|e| SessionMap::clone(&e.data)))
+        let Some(slot) = self.cache.get(id) else {
+            return Ok(None);
+        };
+        let data = slot.alive().map(|state| state.data.clone());
+        if data.is_none() {
+            self.remove(id, &slot);
+        }
+        Ok(data)
+    }
+
+    async fn load_and_touch(
+        &self,
+        id: &SessionId,
+        ttl: Duration,
+    ) -> Result<Option<SessionMap>, StoreError> {
+        let Some(slot) = self.cache.get(id) else {
+            return Ok(None);
+        };
+        let mut longer = false;
+        let data = slot.alive().map(|mut state| {
+            longer = slot.extend(&mut state, ttl);
+            state.data.clone()
+        });
+        self.rearm_if(longer, id);
+        Ok(data)
     }
 
     async fn save(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
-        let mut outcome = SaveOutcome::Saved;
-        self.cache
-            .entry(*id)
-            .and_compute_with(|current| {
-                let (op, result, _) = Self::merge(current.as_ref().map(|e| &**e.value()), changes);
-                outcome = result;
-                std::future::ready(op)
-            })
-            .await;
-        Ok(outcome)
+        if changes.mode() == SaveMode::Create {
+            let mut data = SessionMap::new();
+            if changes.conflicts_with(&data) {
+                return Ok(SaveOutcome::Conflict);
+            }
+            changes.apply_to(&mut data);
+            if data.is_empty() {
+                return Ok(SaveOutcome::Emptied);
+            }
+            let fresh = self.create(id, data, changes.ttl());
+            return Ok(if fresh {
+                SaveOutcome::Saved
+            } else {
+                SaveOutcome::IdTaken
+            });
+        }
+        let Some(slot) = self.cache.get(id) else {
+            return Ok(SaveOutcome::Gone);
+        };
+        let extended = {
+            let Some(mut state) = slot.alive() else {
+                return Ok(SaveOutcome::Gone);
+            };
+            if changes.conflicts_with(&state.data) {
+                return Ok(SaveOutcome::Conflict);
+            }
+            changes.apply_to(&mut state.data);
+            if state.data.is_empty() {
+                state.dead = true;
+                None
+            } else {
+                Some(slot.extend(&mut state, changes.ttl()))
+            }
+        };
+        let Some(longer) = extended else {
+            self.cache.invalidate(id);
+            return Ok(SaveOutcome::Emptied);
+        };
+        self.rearm_if(longer, id);
+        Ok(SaveOutcome::Saved)
     }
 
     async fn renew(
@@ -194,76 +300,51 @@ impl SessionStore for MemoryStore {
         to: &SessionId,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
-        // Take the old record and merge in one atomic step, so a purge that races the renew
-        // either happens before (Gone) or deletes nothing we still need.
-        let update = ChangeSet {
-            mode: SaveMode::Update,
-            ..changes.clone()
+        let Some(slot) = self.cache.get(from) else {
+            return Ok(SaveOutcome::Gone);
         };
-        let mut outcome = SaveOutcome::Gone;
-        let mut moved: Option<(Arc<Entry>, Option<Arc<SessionMap>>)> = None;
-        self.cache
-            .entry(*from)
-            .and_compute_with(|current| {
-                let old = current.map(moka::Entry::into_value);
-                let (op, result, data) = Self::merge(old.as_deref(), &update);
-                outcome = result;
-                let op = match (op, old) {
-                    (Op::Nop, _) | (_, None) => Op::Nop,
-                    (_, Some(old)) => {
-                        moved = Some((old, data));
-                        Op::Remove
-                    }
-                };
-                std::future::ready(op)
-            })
-            .await;
-        let Some((old, Some(data))) = moved else {
-            return Ok(outcome);
+        let merged = {
+            let Some(mut state) = slot.alive() else {
+                return Ok(SaveOutcome::Gone);
+            };
+            if changes.conflicts_with(&state.data) {
+                return Ok(SaveOutcome::Conflict);
+            }
+            let mut merged = state.data.clone();
+            changes.apply_to(&mut merged);
+            // From here on no request may write to the old id.
+            state.dead = true;
+            merged
         };
-        let entry = Arc::new(Entry {
-            data,
-            ttl: changes.ttl(),
-        });
-        let mut taken = false;
-        self.cache
-            .entry(*to)
-            .and_compute_with(|current| {
-                taken = current.is_some();
-                std::future::ready(if taken { Op::Nop } else { Op::Put(entry) })
-            })
-            .await;
-        if taken {
-            // Put the old record back untouched; the caller retries with another id.
-            self.cache.insert(*from, old).await;
+        if merged.is_empty() {
+            self.cache.invalidate(from);
+            return Ok(SaveOutcome::Emptied);
+        }
+        if !self.create(to, merged, changes.ttl()) {
+            // A random 122-bit id collided: keep the old session; the caller retries.
+            slot.state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .dead = false;
             return Ok(SaveOutcome::IdTaken);
         }
+        self.cache.invalidate(from);
         Ok(SaveOutcome::Saved)
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        let mut found = false;
-        self.cache
-            .entry(*id)
-            .and_compute_with(|current| {
-                let op = match current {
-                    Some(e) => {
-                        found = true;
-                        Op::Put(Arc::new(Entry {
-                            data: Arc::clone(&e.value().data),
-                            ttl,
-                        }))
-                    }
-                    None => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
-        Ok(found)
+        let Some(slot) = self.cache.get(id) else {
+            return Ok(false);
+        };
+        let longer = slot.alive().map(|mut state| slot.extend(&mut state, ttl));
+        self.rearm_if(longer == Some(true), id);
+        Ok(longer.is_some())
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.cache.invalidate(id).await;
+        if let Some(slot) = self.cache.get(id) {
+            self.remove(id, &slot);
+        }
         Ok(())
     }
 }
