@@ -5,6 +5,32 @@ use std::fmt;
 /// Length of a session id in characters: a UUID in simple form.
 const ID_LEN: usize = 32;
 
+/// Hashes a [`SessionId`] cheaply: its first 16 hex digits are 64 random bits already
+/// (a UUID v4), so no mixing is needed, and ids are made by the server, so a client cannot
+/// fill a table with colliding ones. For the memory store's cache.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `SessionId`'s own `Hash` calls this hasher; fold anything else in anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 ^= value;
+    }
+}
+
+/// Builds [`IdHasher`]s.
+pub(crate) type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
+
 /// A session id: 32 lowercase hexadecimal characters, a random UUID v4 in simple form.
 ///
 /// This is the form `sanic_session` issues (`uuid.uuid4().hex`), so sessions written by a
@@ -13,8 +39,23 @@ const ID_LEN: usize = 32;
 /// A `SessionId` can only be made by [`SessionId::generate`] or by a successful
 /// [`SessionId::parse`], so anything holding one holds a value that is safe to put in a
 /// store key: no separators, no whitespace, no control characters, fixed length.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SessionId([u8; ID_LEN]);
+
+impl std::hash::Hash for SessionId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // 16 hex digits, 64 bits; the version nibble is at index 12, inside, but constant
+        // bits cost nothing when the other 60 are random.
+        let value = self.0[..16].iter().fold(0u64, |acc, &digit| {
+            let nibble = match digit {
+                b'0'..=b'9' => digit - b'0',
+                _ => digit - b'a' + 10,
+            };
+            (acc << 4) | u64::from(nibble)
+        });
+        state.write_u64(value);
+    }
+}
 
 impl SessionId {
     /// Makes a fresh random id (UUID v4, 122 random bits from the operating system's
@@ -33,13 +74,17 @@ impl SessionId {
     /// it as if no cookie had been sent.
     #[must_use]
     pub fn parse(value: &str) -> Option<Self> {
-        let bytes = value.as_bytes();
-        if bytes.len() != ID_LEN || !bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
-        }
-        let mut buf = [0u8; ID_LEN];
-        buf.copy_from_slice(bytes);
-        Some(Self(buf))
+        Self::parse_bytes(value.as_bytes())
+    }
+
+    /// [`SessionId::parse`] on raw bytes, as they come in a header.
+    pub(crate) fn parse_bytes(bytes: &[u8]) -> Option<Self> {
+        let buf: [u8; ID_LEN] = bytes.try_into().ok()?;
+        // Branch-free per byte, so the check runs on whole vectors.
+        let valid = buf.iter().fold(true, |ok, &b| {
+            ok & ((b.wrapping_sub(b'0') < 10) | (b.wrapping_sub(b'a') < 6))
+        });
+        valid.then_some(Self(buf))
     }
 
     /// The id as text.

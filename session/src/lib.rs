@@ -91,7 +91,7 @@ pub use self::{
     config::TtlExtension,
     error::{BoxError, SessionError, StoreError},
     id::SessionId,
-    middleware::{SessionMiddleware, SessionMiddlewareBuilder, SessionService},
+    middleware::{SessionFuture, SessionMiddleware, SessionMiddlewareBuilder, SessionService},
     session::{Session, SessionStatus},
     session_ext::SessionExt,
     typed::{SessionData, Typed, TypedError},

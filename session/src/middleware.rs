@@ -3,9 +3,10 @@
 use std::{
     fmt,
     future::{ready, Future, Ready},
+    pin::Pin,
     rc::Rc,
     sync::Arc,
-    task::Poll,
+    task::{ready, Context, Poll},
     time::Duration,
 };
 
@@ -20,6 +21,7 @@ use actix_web::{
     Error, HttpMessage, ResponseError,
 };
 use futures_util::future::LocalBoxFuture;
+use pin_project_lite::pin_project;
 
 use crate::{
     config::{SessionConfig, TtlExtension},
@@ -260,7 +262,7 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future = SessionFuture<Svc::Future, S, B>;
 
     actix_web::dev::forward_ready!(service);
 
@@ -269,31 +271,86 @@ where
         let loader: Arc<dyn LoadSession> = self.inner.clone();
         let session = Session::new(cookie, loader);
         req.extensions_mut().insert(session.clone());
-        let inner = Arc::clone(&self.inner);
-        let response = self.service.call(req);
-        Box::pin(async move {
-            let res = response.await?;
-            Ok(inner.finish(&session, res).await)
-        })
+        SessionFuture {
+            stage: Stage::Handler {
+                response: self.service.call(req),
+            },
+            session,
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`SessionService`]: the app's response, then, only if the
+    /// request used its session, the save.
+    pub struct SessionFuture<Fut, S, B> {
+        #[pin]
+        stage: Stage<Fut, B>,
+        session: Session,
+        inner: Arc<Inner<S>>,
+    }
+}
+
+pin_project! {
+    #[project = StageProj]
+    enum Stage<Fut, B> {
+        Handler { #[pin] response: Fut },
+        Saving { save: LocalBoxFuture<'static, ServiceResponse<EitherBody<B>>> },
+    }
+}
+
+impl<Fut, S, B> fmt::Debug for SessionFuture<Fut, S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionFuture").finish_non_exhaustive()
+    }
+}
+
+impl<Fut, S, B> Future for SessionFuture<Fut, S, B>
+where
+    Fut: Future<Output = Result<ServiceResponse<B>, Error>>,
+    S: SessionStore,
+    B: MessageBody + 'static,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.stage.as_mut().project() {
+                StageProj::Handler { response } => {
+                    let res = ready!(response.poll(cx))?;
+                    let (cookie, loaded, failure) = this.session.take_state();
+                    if loaded.is_none() && failure.is_none() {
+                        // The session was never used: nothing to save, nothing to allocate.
+                        return Poll::Ready(Ok(res.map_into_left_body()));
+                    }
+                    let inner = Arc::clone(this.inner);
+                    let save =
+                        Box::pin(async move { inner.finish(cookie, loaded, failure, res).await });
+                    this.stage.set(Stage::Saving { save });
+                }
+                StageProj::Saving { save } => return save.as_mut().poll(cx).map(Ok),
+            }
+        }
     }
 }
 
 /// The session cookie's value in the request, checked. Works on bytes, without parsing
 /// the other cookies: the first cookie with our name decides.
 fn read_cookie(headers: &HeaderMap, name: &str) -> CookieState {
+    let name = name.as_bytes();
     for header in headers.get_all(COOKIE) {
-        for pair in header.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if &pair[..eq] != name.as_bytes() {
-                continue;
+        let mut rest = header.as_bytes();
+        while !rest.is_empty() {
+            let end = rest.iter().position(|&b| b == b';').unwrap_or(rest.len());
+            let pair = rest[..end].trim_ascii_start();
+            rest = rest.get(end + 1..).unwrap_or_default();
+            if pair.len() > name.len() && pair.starts_with(name) && pair[name.len()] == b'=' {
+                let value = pair[name.len() + 1..].trim_ascii_end();
+                return SessionId::parse_bytes(value)
+                    .map_or(CookieState::Invalid, CookieState::Valid);
             }
-            return std::str::from_utf8(&pair[eq + 1..])
-                .ok()
-                .and_then(SessionId::parse)
-                .map_or(CookieState::Invalid, CookieState::Valid);
         }
     }
     CookieState::Absent
@@ -352,10 +409,11 @@ impl<S: SessionStore> Inner<S> {
     /// Saves what the request changed and fixes up the response.
     async fn finish<B>(
         &self,
-        session: &Session,
+        cookie: CookieState,
+        loaded: Option<Loaded>,
+        failure: Option<StatusCode>,
         mut res: ServiceResponse<B>,
     ) -> ServiceResponse<EitherBody<B>> {
-        let (cookie, loaded, failure) = session.take_state();
         if res.status().is_server_error() {
             // The handler failed: whatever it changed is not to be trusted.
             return res.map_into_left_body();
@@ -508,7 +566,11 @@ impl CookieHeaders {
             .unwrap_or_default();
         let removal = HeaderValue::from_str(&config.removal_cookie().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static(""));
-        Self { head, tail, removal }
+        Self {
+            head,
+            tail,
+            removal,
+        }
     }
 
     /// The header that sets the cookie to `id`.

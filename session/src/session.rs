@@ -1,6 +1,6 @@
 //! The `Session` handle and extractor.
 
-use std::{cell::RefCell, collections::HashMap, fmt, rc::Rc, sync::Arc};
+use std::{cell::RefCell, fmt, rc::Rc, sync::Arc};
 
 use actix_web::{dev::Payload, http::StatusCode, FromRequest, HttpRequest, ResponseError};
 use futures_util::future::LocalBoxFuture;
@@ -64,17 +64,29 @@ pub(crate) struct Loaded {
     pub(crate) record: Option<SessionId>,
     pub(crate) data: SessionMap,
     /// The value each touched key had at load.
-    seen: HashMap<String, Option<String>>,
+    /// Sessions change a few keys per request: a list beats a map here.
+    seen: Vec<(String, Option<String>)>,
     pub(crate) renew: bool,
     /// A record to delete at the end of the request.
     pub(crate) purge: Option<SessionId>,
 }
 
 impl Loaded {
+    /// Sets `key`, remembering what it held at load the first time it changes: the value
+    /// the map gives back is that, so nothing is copied.
+    fn set(&mut self, key: String, json: String) {
+        if self.seen.iter().any(|(k, _)| *k == key) {
+            self.data.insert(key, json);
+        } else {
+            let old = self.data.insert(key.clone(), json);
+            self.seen.push((key, old));
+        }
+    }
+
     fn touch(&mut self, key: &str) {
-        if !self.seen.contains_key(key) {
+        if !self.seen.iter().any(|(k, _)| k == key) {
             let old = self.data.get(key).cloned();
-            self.seen.insert(key.to_owned(), old);
+            self.seen.push((key.to_owned(), old));
         }
     }
 
@@ -174,6 +186,9 @@ impl Session {
         if self.0.missing_middleware {
             return Err(SessionError::MissingMiddleware);
         }
+        if self.is_loaded() {
+            return Ok(());
+        }
         let _gate = self.0.load_gate.lock().await;
         let id = {
             let state = self.0.state.borrow();
@@ -260,10 +275,7 @@ impl Session {
             Ok(json) => json,
             Err(source) => return Err(SessionError::Serialize { key, source }),
         };
-        self.with_loaded(|s| {
-            s.touch(&key);
-            s.data.insert(key, json);
-        })
+        self.with_loaded(|s| s.set(key, json))
     }
 
     /// Removes `key`; returns its value as JSON text, if it had one.
@@ -402,11 +414,12 @@ impl Session {
     /// Sets `key` to a JSON text, or removes it.
     pub(crate) fn put_json(&self, key: &str, json: Option<String>) -> Result<(), SessionError> {
         self.with_loaded(|s| {
-            s.touch(key);
-            match json {
-                Some(json) => s.data.insert(key.to_owned(), json),
-                None => s.data.remove(key),
-            };
+            if let Some(json) = json {
+                s.set(key.to_owned(), json);
+            } else {
+                s.touch(key);
+                s.data.remove(key);
+            }
         })
     }
 

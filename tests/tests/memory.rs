@@ -57,3 +57,51 @@ async fn clones_share_one_store() {
     store.save(&id, &changes).await.unwrap();
     assert!(clone.load(&id).await.unwrap().is_some());
 }
+
+/// A session evicted between a request's load and its save is not written into: the save
+/// answers `Gone`, as for any session deleted meanwhile (the store remembers the slot of the
+/// last load on a thread, and eviction must mark it dead).
+#[actix_web::test]
+async fn a_session_evicted_after_its_load_is_not_saved_into() {
+    let store = MemoryStore::builder().max_sessions(2).build();
+    let change = |mode, value: &str, seen: Option<&str>| {
+        ChangeSet::new(
+            mode,
+            vec![KeyChange::new(
+                "n".into(),
+                Some(value.into()),
+                seen.map(Into::into),
+            )],
+            ConflictPolicy::LastWriteWins,
+            std::time::Duration::from_mins(1),
+        )
+    };
+    let first = SessionId::generate();
+    store
+        .save(&first, &change(SaveMode::Create, "1", None))
+        .await
+        .unwrap();
+    assert!(store.load(&first).await.unwrap().is_some());
+    // Crowd it out, without loading anything else on this thread: touches count as uses.
+    for _ in 0..200 {
+        let id = SessionId::generate();
+        store
+            .save(&id, &change(SaveMode::Create, "1", None))
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            store
+                .touch(&id, std::time::Duration::from_mins(1))
+                .await
+                .unwrap();
+        }
+        store.run_pending_tasks();
+    }
+    let outcome = store
+        .save(&first, &change(SaveMode::Update, "2", Some("1")))
+        .await
+        .unwrap();
+    let after = store.load(&first).await.unwrap();
+    assert_eq!(after, None, "the first session should have been evicted");
+    assert_eq!(outcome, actix_kv_session::storage::SaveOutcome::Gone);
+}

@@ -1,6 +1,7 @@
 //! The in-memory store, on moka.
 
 use std::{
+    cell::RefCell,
     fmt,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -12,7 +13,7 @@ use std::{
 use moka::{sync::Cache, Expiry};
 
 use super::{ChangeSet, SaveMode, SaveOutcome, SessionMap, SessionStore};
-use crate::{error::StoreError, SessionId};
+use crate::{error::StoreError, id::IdHashBuilder, SessionId};
 
 /// How many sessions a [`MemoryStore`] keeps by default before it evicts the least
 /// recently used ones.
@@ -46,7 +47,14 @@ const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 /// existing session costs one cache read.
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<SessionId, Arc<Slot>>,
+    cache: Cache<SessionId, Arc<Slot>, IdHashBuilder>,
+    identity: Arc<()>,
+}
+
+thread_local! {
+    /// The slot of the last session loaded on this thread, by store: saves a second cache
+    /// lookup when the request saves it.
+    static LAST_LOADED: RefCell<Option<(usize, SessionId, Arc<Slot>)>> = const { RefCell::new(None) };
 }
 
 /// One stored session.
@@ -90,6 +98,13 @@ impl Slot {
         state.deadline = Instant::now() + ttl;
         let ttl = as_millis(ttl);
         self.ttl_ms.swap(ttl, Ordering::Relaxed) < ttl
+    }
+
+    fn kill(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dead = true;
     }
 
     fn ttl(&self) -> Duration {
@@ -155,7 +170,11 @@ impl MemoryStoreBuilder {
             cache: Cache::builder()
                 .max_capacity(self.max_sessions)
                 .expire_after(IdleExpiry)
-                .build(),
+                // A slot the cache lets go of is dead: a request that still holds it (from
+                // its load) must find it so, not write into a session nobody can read.
+                .eviction_listener(|_, slot: Arc<Slot>, _| slot.kill())
+                .build_with_hasher(IdHashBuilder::default()),
+            identity: Arc::new(()),
         }
     }
 }
@@ -190,6 +209,37 @@ impl MemoryStore {
         self.cache.invalidate(id);
     }
 
+    /// The slot of `id`: the one this thread's last load found, if it was this session's
+    /// (the save of a request follows its load on the same worker thread), else the cache's.
+    /// A slot found that way may have left the cache since; then it is dead, and the
+    /// operation answers as if it were missing.
+    fn slot(&self, id: &SessionId) -> Option<Arc<Slot>> {
+        let remembered = LAST_LOADED.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((store, last_id, _)) if *store == self.identity() && last_id == id => {
+                    last.take().map(|(_, _, slot)| slot)
+                }
+                _ => None,
+            }
+        });
+        remembered.or_else(|| self.lookup(id))
+    }
+
+    fn lookup(&self, id: &SessionId) -> Option<Arc<Slot>> {
+        self.cache.get(id)
+    }
+
+    fn remember(&self, id: &SessionId, slot: Arc<Slot>) {
+        let store = self.identity();
+        LAST_LOADED.with(|last| *last.borrow_mut() = Some((store, *id, slot)));
+    }
+
+    /// Tells stores apart in [`LAST_LOADED`].
+    fn identity(&self) -> usize {
+        Arc::as_ptr(&self.identity).addr()
+    }
+
     /// Reads `id` again so the cache takes a longer time to live into account.
     fn rearm_if(&self, longer: bool, id: &SessionId) {
         if longer {
@@ -218,18 +268,20 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("sessions", &self.cache.entry_count())
             .field("max_sessions", &self.cache.policy().max_capacity())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
-        let Some(slot) = self.cache.get(id) else {
+        let Some(slot) = self.lookup(id) else {
             return Ok(None);
         };
         let data = slot.alive().map(|state| state.data.clone());
         if data.is_none() {
             self.remove(id, &slot);
+        } else {
+            self.remember(id, slot);
         }
         Ok(data)
     }
@@ -239,7 +291,7 @@ impl SessionStore for MemoryStore {
         id: &SessionId,
         ttl: Duration,
     ) -> Result<Option<SessionMap>, StoreError> {
-        let Some(slot) = self.cache.get(id) else {
+        let Some(slot) = self.lookup(id) else {
             return Ok(None);
         };
         let mut longer = false;
@@ -268,7 +320,7 @@ impl SessionStore for MemoryStore {
                 SaveOutcome::IdTaken
             });
         }
-        let Some(slot) = self.cache.get(id) else {
+        let Some(slot) = self.slot(id) else {
             return Ok(SaveOutcome::Gone);
         };
         let extended = {
@@ -300,7 +352,7 @@ impl SessionStore for MemoryStore {
         to: &SessionId,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
-        let Some(slot) = self.cache.get(from) else {
+        let Some(slot) = self.slot(from) else {
             return Ok(SaveOutcome::Gone);
         };
         let merged = {
@@ -333,7 +385,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        let Some(slot) = self.cache.get(id) else {
+        let Some(slot) = self.slot(id) else {
             return Ok(false);
         };
         let longer = slot.alive().map(|mut state| slot.extend(&mut state, ttl));
@@ -342,7 +394,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        if let Some(slot) = self.cache.get(id) {
+        if let Some(slot) = self.slot(id) {
             self.remove(id, &slot);
         }
         Ok(())

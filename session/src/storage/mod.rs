@@ -173,11 +173,13 @@ impl ChangeSet {
     /// Applies the changes to `record`, ignoring the conflict policy.
     pub fn apply_to(&self, record: &mut SessionMap) {
         for change in &self.changes {
-            match &change.value {
-                Some(value) => {
+            match (&change.value, record.get_mut(&change.key)) {
+                // Overwrite in place: the stored string's buffer usually fits the new value.
+                (Some(value), Some(stored)) => value.clone_into(stored),
+                (Some(value), None) => {
                     record.insert(change.key.clone(), value.clone());
                 }
-                None => {
+                (None, _) => {
                     record.remove(&change.key);
                 }
             }
