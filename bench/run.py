@@ -232,8 +232,11 @@ def main():
         total = sum(int(http_get(s["port"], "/read", c)[1]) for c in s["cookies"])
         s["ok"], s["sum"] = int(ok), total
 
-    memory_line = subprocess.run([MEMORY, str(args.memory_sessions)], capture_output=True, text=True,
-                                 check=True).stdout.strip() if args.memory_sessions else ""
+    memory_line = ""
+    if args.memory_sessions:
+        probe = subprocess.run([MEMORY, str(args.memory_sessions)], capture_output=True, text=True,
+                               timeout=600)
+        memory_line = probe.stdout.strip() or f"memory probe failed ({probe.returncode})"
     report(args, servers, runs, memory_line)
 
 

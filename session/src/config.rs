@@ -40,7 +40,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             cookie_name: "session".to_owned(),
-            ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            ttl: Duration::from_hours(30 * 24),
             browser_session: false,
             http_only: true,
             secure: true,

@@ -5,9 +5,9 @@ use std::fmt;
 /// Length of a session id in characters: a UUID in simple form.
 const ID_LEN: usize = 32;
 
-/// Hashes a [`SessionId`] cheaply: its first 16 hex digits are 64 random bits already
-/// (a UUID v4), so no mixing is needed, and ids are made by the server, so a client cannot
-/// fill a table with colliding ones. For the memory store's cache.
+/// Hashes a [`SessionId`] cheaply: ids are random (a UUID v4) and made by the server, so a
+/// client cannot fill a table with colliding ones, and a multiply is all the mixing they
+/// need. For the memory store's cache.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct IdHasher(u64);
 
@@ -44,16 +44,21 @@ pub struct SessionId([u8; ID_LEN]);
 
 impl std::hash::Hash for SessionId {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // 16 hex digits, 64 bits; the version nibble is at index 12, inside, but constant
-        // bits cost nothing when the other 60 are random.
-        let value = self.0[..16].iter().fold(0u64, |acc, &digit| {
-            let nibble = match digit {
-                b'0'..=b'9' => digit - b'0',
-                _ => digit - b'a' + 10,
-            };
-            (acc << 4) | u64::from(nibble)
-        });
-        state.write_u64(value);
+        let half = |digits: &[u8]| {
+            digits.iter().fold(0u64, |acc, &digit| {
+                let nibble = match digit {
+                    b'0'..=b'9' => digit - b'0',
+                    _ => digit - b'a' + 10,
+                };
+                (acc << 4) | u64::from(nibble)
+            })
+        };
+        // 122 random bits, but the version and variant digits sit at fixed places: mix, so
+        // that every bit of the result is random (hash tables index by the low bits, cache
+        // sketches by the high ones).
+        let mixed = (half(&self.0[..16]) ^ half(&self.0[16..]).rotate_left(29))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        state.write_u64(mixed ^ (mixed >> 32));
     }
 }
 
@@ -155,6 +160,22 @@ mod tests {
             assert!(SessionId::parse(bad).is_none(), "{bad:?} was accepted");
         }
         assert!(SessionId::parse(&"a".repeat(1000)).is_none());
+    }
+
+    #[test]
+    fn hashes_spread_over_low_and_high_bits() {
+        use std::hash::BuildHasher;
+        let builder = super::IdHashBuilder::default();
+        let mut low = std::collections::HashSet::new();
+        let mut high = std::collections::HashSet::new();
+        for _ in 0..4096 {
+            let hash = builder.hash_one(SessionId::generate());
+            low.insert(hash & 0xffff);
+            high.insert(hash >> 48);
+        }
+        // 4096 random 16-bit values: about 3,970 distinct; a stuck bit would halve it.
+        assert!(low.len() > 3_800, "{} distinct low halves", low.len());
+        assert!(high.len() > 3_800, "{} distinct high halves", high.len());
     }
 
     #[test]

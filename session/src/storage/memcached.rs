@@ -573,7 +573,7 @@ mod tests {
 
     #[test]
     fn ttls_over_thirty_days_become_absolute_times() {
-        assert_eq!(expiry(Duration::from_secs(30 * 24 * 3600)), 2_592_000);
+        assert_eq!(expiry(Duration::from_hours(30 * 24)), 2_592_000);
         assert_eq!(expiry(Duration::from_millis(1)), 1);
         assert_eq!(expiry(Duration::ZERO), 1, "0 would mean never expire");
         assert_eq!(expiry(Duration::from_millis(1500)), 2);
@@ -581,7 +581,7 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let absolute = expiry(Duration::from_secs(31 * 24 * 3600));
+        let absolute = expiry(Duration::from_hours(31 * 24));
         assert!(absolute >= now + 31 * 24 * 3600 && absolute <= now + 31 * 24 * 3600 + 5);
     }
 
