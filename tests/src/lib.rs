@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod conformance;
+pub mod faults;
 pub mod server;
 pub mod servers;
 pub mod stores;

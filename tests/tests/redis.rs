@@ -2,7 +2,7 @@
 //! port: the conformance and middleware suites, the key layout, the round-trips, faults
 //! (server stopped, server frozen) and bad data.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_kv_session::{
     storage::{RedisStore, SessionStore},
@@ -24,6 +24,18 @@ fn redis() -> (RedisStore, ServerProcess) {
 
 tests::store_conformance!(redis());
 tests::session_suite!(redis());
+
+#[actix_web::test]
+async fn redis_down_gives_503_on_session_routes_only_and_recovers_by_itself() {
+    let (store, mut server) = redis();
+    tests::faults::stopped_server_gives_503_and_recovers(store, &mut server).await;
+}
+
+#[actix_web::test]
+async fn a_frozen_redis_gives_503_within_the_timeout_and_recovers() {
+    let (store, server) = redis();
+    tests::faults::frozen_server_gives_503_within_the_timeout_and_recovers(store, &server).await;
+}
 
 async fn raw(server: &ServerProcess) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(server.redis_url()).unwrap();
@@ -151,74 +163,6 @@ async fn every_request_policy_extends_in_the_load_round_trip() {
     let calls = command_calls(&mut conn).await;
     let count = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
     assert_eq!((count("multi"), count("exec")), (1, 1), "{calls:?}");
-}
-
-#[actix_web::test]
-async fn redis_down_gives_503_on_session_routes_only_and_recovers_by_itself() {
-    let (store, mut server) = redis();
-    let app = init_app!(SessionMiddleware::new(store));
-    let id = get(&app, "/counter", None).await.id();
-    server.stop();
-    let started = Instant::now();
-    let down = get(&app, "/counter", Some(id.as_str())).await;
-    println!(
-        "redis stopped: {} after {:?}",
-        down.status,
-        started.elapsed()
-    );
-    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(down.body, "Service Unavailable");
-    assert!(down.cookie.is_none());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
-    let noop = get(&app, "/noop", Some(id.as_str())).await;
-    assert_eq!(noop.status, StatusCode::OK);
-    server.start();
-    // The restarted server has no data: the session starts again, on a working connection.
-    let back = get(&app, "/counter", Some(id.as_str())).await;
-    assert_eq!((back.status, back.body.as_str()), (StatusCode::OK, "1"));
-    let again = get(&app, "/counter", Some(back.id().as_str())).await;
-    assert_eq!(again.body, "2");
-}
-
-#[actix_web::test]
-async fn a_frozen_redis_gives_503_within_the_timeout_and_recovers() {
-    let (store, server) = redis();
-    let app = init_app!(SessionMiddleware::new(store));
-    let id = get(&app, "/counter", None).await.id();
-    server.pause();
-    let started = Instant::now();
-    let frozen = tokio::time::timeout(
-        Duration::from_secs(10),
-        get(&app, "/counter", Some(id.as_str())),
-    )
-    .await
-    .expect("the request hung");
-    let waited = started.elapsed();
-    println!("redis frozen: {} after {waited:?}", frozen.status);
-    assert_eq!(frozen.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        waited < Duration::from_millis(2_500),
-        "took {waited:?}, over the 2 s timeout"
-    );
-    assert_eq!(
-        get(&app, "/noop", Some(id.as_str())).await.status,
-        StatusCode::OK
-    );
-    server.resume();
-    let mut body = String::new();
-    for _ in 0..20 {
-        let reply = get(&app, "/counter", Some(id.as_str())).await;
-        if reply.status == StatusCode::OK {
-            body = reply.body;
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(body, "2", "the app did not recover after the server thawed");
 }
 
 #[actix_web::test]

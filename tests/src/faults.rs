@@ -1,0 +1,89 @@
+//! Fault scenarios against a real server process, the same for every networked store:
+//! the server stopped, then started again; the server frozen, then thawed.
+
+use std::time::{Duration, Instant};
+
+use actix_kv_session::{storage::SessionStore, SessionMiddleware};
+use actix_web::http::StatusCode;
+
+use crate::{init_app, servers::ServerProcess, suite::get};
+
+/// With the server stopped, session routes answer 503 with an opaque body and routes without
+/// the session 200; once it is started again, requests succeed without restarting the app
+/// (the restarted server is empty, so the counter starts again).
+pub async fn stopped_server_gives_503_and_recovers<S: SessionStore>(
+    store: S,
+    server: &mut ServerProcess,
+) {
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = get(&app, "/counter", None).await.id();
+    server.stop();
+    let started = Instant::now();
+    let down = get(&app, "/counter", Some(id.as_str())).await;
+    println!(
+        "server stopped: {} after {:?}",
+        down.status,
+        started.elapsed()
+    );
+    assert_eq!(
+        (down.status, down.body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+    );
+    assert!(down.cookie.is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        get(&app, "/noop", Some(id.as_str())).await.status,
+        StatusCode::OK
+    );
+    server.start();
+    let back = get(&app, "/counter", Some(id.as_str())).await;
+    assert_eq!((back.status, back.body.as_str()), (StatusCode::OK, "1"));
+    assert_eq!(
+        get(&app, "/counter", Some(back.id().as_str())).await.body,
+        "2"
+    );
+}
+
+/// With the server frozen (SIGSTOP), session routes answer 503 within the middleware's 2 s
+/// timeout and routes without the session 200; once it thaws, requests succeed again.
+pub async fn frozen_server_gives_503_within_the_timeout_and_recovers<S: SessionStore>(
+    store: S,
+    server: &ServerProcess,
+) {
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = get(&app, "/counter", None).await.id();
+    server.pause();
+    let started = Instant::now();
+    let frozen = tokio::time::timeout(
+        Duration::from_secs(10),
+        get(&app, "/counter", Some(id.as_str())),
+    )
+    .await
+    .expect("the request hung");
+    let waited = started.elapsed();
+    println!("server frozen: {} after {waited:?}", frozen.status);
+    assert_eq!(frozen.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        waited < Duration::from_millis(2_500),
+        "took {waited:?}, over the 2 s timeout"
+    );
+    assert_eq!(
+        get(&app, "/noop", Some(id.as_str())).await.status,
+        StatusCode::OK
+    );
+    server.resume();
+    let mut body = String::new();
+    for _ in 0..20 {
+        let reply = get(&app, "/counter", Some(id.as_str())).await;
+        if reply.status == StatusCode::OK {
+            body = reply.body;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body, "2", "the app did not recover after the server thawed");
+}
