@@ -19,6 +19,10 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> each backend alone (-D warnings)"
+for feature in memory redis memcached; do
+  cargo clippy -q -p actix-kv-session --no-default-features --features "$feature" -- -D warnings
+done
 echo "==> cargo doc (-D warnings)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features
 echo "==> cargo test"

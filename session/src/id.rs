@@ -8,9 +8,11 @@ const ID_LEN: usize = 32;
 /// Hashes a [`SessionId`] cheaply: ids are random (a UUID v4) and made by the server, so a
 /// client cannot fill a table with colliding ones, and a multiply is all the mixing they
 /// need. For the memory store's cache.
+#[cfg(feature = "memory")]
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct IdHasher(u64);
 
+#[cfg(feature = "memory")]
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
@@ -29,6 +31,7 @@ impl std::hash::Hasher for IdHasher {
 }
 
 /// Builds [`IdHasher`]s.
+#[cfg(feature = "memory")]
 pub(crate) type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
 
 /// A session id: 32 lowercase hexadecimal characters, a random UUID v4 in simple form.
@@ -161,6 +164,7 @@ mod tests {
         assert!(SessionId::parse(&"a".repeat(1000)).is_none());
     }
 
+    #[cfg(feature = "memory")]
     #[test]
     fn hashes_spread_over_low_and_high_bits() {
         use std::hash::BuildHasher;

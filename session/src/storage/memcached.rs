@@ -7,18 +7,15 @@ use std::{
 };
 
 use async_memcached::{Client, Error as McError, ErrorKind, MetaProtocol, Status};
-use deadpool::managed::Timeouts;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use serde_json::value::RawValue;
 
-use super::{ChangeSet, SaveMode, SaveOutcome, SessionMap, SessionStore, PING_WHEN_IDLE_FOR};
+use super::{
+    ChangeSet, PoolSettings, SaveMode, SaveOutcome, SessionMap, SessionStore, PING_WHEN_IDLE_FOR,
+};
 use crate::{error::StoreError, SessionId};
 
 const DEFAULT_PREFIX: &str = "session:";
-const DEFAULT_POOL_SIZE: usize = 16;
-const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
-const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(1);
-const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Memcached's default item size limit is 1 MiB, item header and key included: keep the
 /// value safely under it.
 const DEFAULT_MAX_ITEM_SIZE: usize = 1_000_000;
@@ -111,10 +108,7 @@ pub enum MemcachedStoreError {
 pub struct MemcachedStoreBuilder {
     addr: String,
     prefix: String,
-    pool_size: usize,
-    wait_timeout: Duration,
-    create_timeout: Duration,
-    response_timeout: Duration,
+    pool: PoolSettings,
     max_item_size: usize,
 }
 
@@ -127,26 +121,26 @@ impl MemcachedStoreBuilder {
 
     /// The most connections the pool holds (default 16).
     pub fn pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
+        self.pool.size = size;
         self
     }
 
     /// How long a request waits for a free connection (default 500 ms).
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
-        self.wait_timeout = timeout;
+        self.pool.wait = timeout;
         self
     }
 
     /// How long connecting to memcached may take (default 1 s).
     pub fn create_timeout(mut self, timeout: Duration) -> Self {
-        self.create_timeout = timeout;
+        self.pool.create = timeout;
         self
     }
 
     /// How long memcached may take to answer one command (default 1 s). A connection whose
     /// command timed out is closed and replaced.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+        self.pool.response = timeout;
         self
     }
 
@@ -177,19 +171,15 @@ impl MemcachedStoreBuilder {
             });
         }
         let pool = managed::Pool::builder(Manager { addr: self.addr })
-            .max_size(self.pool_size)
-            .timeouts(Timeouts {
-                wait: Some(self.wait_timeout),
-                create: Some(self.create_timeout),
-                recycle: Some(self.response_timeout),
-            })
+            .max_size(self.pool.size)
+            .timeouts(self.pool.timeouts())
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(MemcachedStoreError::Pool)?;
         Ok(MemcachedStore {
             pool,
             prefix: self.prefix.into(),
-            response_timeout: self.response_timeout,
+            response_timeout: self.pool.response,
             max_item_size: self.max_item_size,
         })
     }
@@ -216,10 +206,7 @@ impl MemcachedStore {
         MemcachedStoreBuilder {
             addr,
             prefix: DEFAULT_PREFIX.to_owned(),
-            pool_size: DEFAULT_POOL_SIZE,
-            wait_timeout: DEFAULT_WAIT_TIMEOUT,
-            create_timeout: DEFAULT_CREATE_TIMEOUT,
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            pool: PoolSettings::default(),
             max_item_size: DEFAULT_MAX_ITEM_SIZE,
         }
     }

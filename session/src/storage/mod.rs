@@ -47,6 +47,40 @@ pub use self::redis::{RedisStore, RedisStoreBuilder, RedisStoreError};
 #[cfg(any(feature = "redis", feature = "memcached"))]
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// Connection pool settings shared by the networked stores' builders.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+#[derive(Debug, Clone, Copy)]
+struct PoolSettings {
+    size: usize,
+    wait: Duration,
+    create: Duration,
+    response: Duration,
+}
+
+#[cfg(any(feature = "redis", feature = "memcached"))]
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            size: 16,
+            wait: Duration::from_millis(500),
+            create: Duration::from_secs(1),
+            response: Duration::from_secs(1),
+        }
+    }
+}
+
+#[cfg(any(feature = "redis", feature = "memcached"))]
+impl PoolSettings {
+    /// The pool's timeouts: a recycle check is one command, so it gets the response timeout.
+    fn timeouts(&self) -> deadpool::managed::Timeouts {
+        deadpool::managed::Timeouts {
+            wait: Some(self.wait),
+            create: Some(self.create),
+            recycle: Some(self.response),
+        }
+    }
+}
+
 /// A session's stored record: each session key with its value as JSON text.
 pub type SessionMap = HashMap<String, String>;
 

@@ -16,19 +16,16 @@ use deadpool_redis::{
         from_redis_value, AsyncConnectionConfig, Client, Cmd, FromRedisValue, IntoConnectionInfo,
         Pipeline, RedisError, Script, Value,
     },
-    Runtime, Timeouts,
+    Runtime,
 };
 
 use super::{
-    ChangeSet, ConflictPolicy, SaveMode, SaveOutcome, SessionMap, SessionStore, PING_WHEN_IDLE_FOR,
+    ChangeSet, ConflictPolicy, PoolSettings, SaveMode, SaveOutcome, SessionMap, SessionStore,
+    PING_WHEN_IDLE_FOR,
 };
 use crate::{error::StoreError, SessionId};
 
 const DEFAULT_PREFIX: &str = "session:";
-const DEFAULT_POOL_SIZE: usize = 16;
-const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
-const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(1);
-const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Sessions kept in Redis: one hash per session at `prefix + id`, one field per session
 /// key, each value JSON. Every session expires after its TTL (`PEXPIRE`).
@@ -147,10 +144,7 @@ pub enum RedisStoreError {
 pub struct RedisStoreBuilder {
     source: Source,
     prefix: String,
-    pool_size: usize,
-    wait_timeout: Duration,
-    create_timeout: Duration,
-    response_timeout: Duration,
+    pool: PoolSettings,
 }
 
 enum Source {
@@ -162,10 +156,7 @@ impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
             .field("prefix", &self.prefix)
-            .field("pool_size", &self.pool_size)
-            .field("wait_timeout", &self.wait_timeout)
-            .field("create_timeout", &self.create_timeout)
-            .field("response_timeout", &self.response_timeout)
+            .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }
@@ -181,25 +172,25 @@ impl RedisStoreBuilder {
     /// shared: requests pipeline their commands on them, and a new one is opened only while
     /// all are being checked or connected, so a busy app usually needs very few.
     pub fn pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
+        self.pool.size = size;
         self
     }
 
     /// How long a request waits for a free connection (default 500 ms).
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
-        self.wait_timeout = timeout;
+        self.pool.wait = timeout;
         self
     }
 
     /// How long connecting to Redis may take (default 1 s).
     pub fn create_timeout(mut self, timeout: Duration) -> Self {
-        self.create_timeout = timeout;
+        self.pool.create = timeout;
         self
     }
 
     /// How long Redis may take to answer one command (default 1 s).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+        self.pool.response = timeout;
         self
     }
 
@@ -214,15 +205,11 @@ impl RedisStoreBuilder {
             Source::Info(client) => {
                 let client = client.map_err(RedisStoreError::InvalidUrl)?;
                 let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.create_timeout))
-                    .set_response_timeout(Some(self.response_timeout));
+                    .set_connection_timeout(Some(self.pool.create))
+                    .set_response_timeout(Some(self.pool.response));
                 let pool = managed::Pool::builder(Manager { client, config })
-                    .max_size(self.pool_size)
-                    .timeouts(Timeouts {
-                        wait: Some(self.wait_timeout),
-                        create: Some(self.create_timeout),
-                        recycle: Some(self.response_timeout),
-                    })
+                    .max_size(self.pool.size)
+                    .timeouts(self.pool.timeouts())
                     .runtime(Runtime::Tokio1)
                     .build()
                     .map_err(RedisStoreError::Pool)?;
@@ -274,10 +261,7 @@ impl RedisStore {
         RedisStoreBuilder {
             source,
             prefix: DEFAULT_PREFIX.to_owned(),
-            pool_size: DEFAULT_POOL_SIZE,
-            wait_timeout: DEFAULT_WAIT_TIMEOUT,
-            create_timeout: DEFAULT_CREATE_TIMEOUT,
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            pool: PoolSettings::default(),
         }
     }
 
