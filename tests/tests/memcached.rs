@@ -73,6 +73,17 @@ async fn one_json_item_per_session_as_sanic_session_writes_it() {
     assert_eq!(stored, serde_json::json!({"foo": 42, "user": "bob"}));
 }
 
+/// The seconds memcached says a session's item has left (meta get, `t` flag).
+async fn ttl_left(client: &mut Client, id: SessionId) -> i64 {
+    let key = format!("session:{id}");
+    let meta = client
+        .meta_get(&key, false, None, Some(&["t"]))
+        .await
+        .unwrap()
+        .unwrap();
+    meta.ttl_remaining.unwrap()
+}
+
 #[actix_web::test]
 async fn the_thirty_day_default_and_longer_ttls_work_end_to_end() {
     let (store, server) = memcached();
@@ -87,13 +98,7 @@ async fn the_thirty_day_default_and_longer_ttls_work_end_to_end() {
         get(&app, "/counter", Some(first.id().as_str())).await.body,
         "2"
     );
-    let key = format!("session:{}", first.id());
-    let meta = client
-        .meta_get(&key, false, None, Some(&["t"]))
-        .await
-        .unwrap()
-        .unwrap();
-    let remaining = meta.ttl_remaining.unwrap();
+    let remaining = ttl_left(&mut client, first.id()).await;
     assert!(
         (2_591_000..=2_592_000).contains(&remaining),
         "TTL left: {remaining}"
@@ -110,13 +115,7 @@ async fn the_thirty_day_default_and_longer_ttls_work_end_to_end() {
         get(&app, "/counter", Some(first.id().as_str())).await.body,
         "2"
     );
-    let key = format!("session:{}", first.id());
-    let meta = client
-        .meta_get(&key, false, None, Some(&["t"]))
-        .await
-        .unwrap()
-        .unwrap();
-    let remaining = meta.ttl_remaining.unwrap();
+    let remaining = ttl_left(&mut client, first.id()).await;
     assert!(
         (90 * 24 * 3600 - 1_000..=90 * 24 * 3600).contains(&remaining),
         "TTL left: {remaining}"
