@@ -79,6 +79,45 @@ impl SessionConfig {
         if self.same_site == SameSite::None && !self.secure {
             return Err("SameSite=None needs Secure: browsers drop such cookies".to_owned());
         }
+        self.validate_prefix()
+    }
+
+    /// The rules browsers enforce for cookie names that start with `__Secure-` or `__Host-`
+    /// (matched without regard to case, as browsers match them): they drop such a cookie
+    /// unless it is Secure, and for `__Host-` also Path=/ without Domain.
+    fn validate_prefix(&self) -> Result<(), String> {
+        let name = &self.cookie_name;
+        let starts = |prefix: &str| {
+            name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+        };
+        let prefix = if starts("__Host-") {
+            "__Host-"
+        } else if starts("__Secure-") {
+            "__Secure-"
+        } else {
+            return Ok(());
+        };
+        if !self.secure {
+            return Err(format!(
+                "the session cookie name {name:?} starts with `{prefix}`, which needs \
+                 `secure(true)`: browsers drop such a cookie without Secure"
+            ));
+        }
+        if prefix == "__Host-" {
+            if self.path != "/" {
+                return Err(format!(
+                    "the session cookie name {name:?} starts with `__Host-`, which needs \
+                     path \"/\" (not {:?}): browsers drop such a cookie otherwise",
+                    self.path
+                ));
+            }
+            if let Some(domain) = &self.domain {
+                return Err(format!(
+                    "the session cookie name {name:?} starts with `__Host-`, which allows no \
+                     domain (not {domain:?}): browsers drop such a cookie otherwise"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -179,5 +218,47 @@ mod tests {
             ..SessionConfig::default()
         };
         assert!(none_insecure.validate().unwrap_err().contains("Secure"));
+    }
+
+    #[test]
+    fn prefixed_names_need_what_browsers_require() {
+        let named = |name: &str| SessionConfig {
+            cookie_name: name.into(),
+            ..SessionConfig::default()
+        };
+        for name in [
+            "__Host-session",
+            "__Secure-session",
+            "__host-session",
+            "session",
+        ] {
+            assert_eq!(named(name).validate(), Ok(()), "{name}");
+        }
+        let insecure = SessionConfig {
+            secure: false,
+            ..named("__Secure-session")
+        };
+        assert!(insecure.validate().unwrap_err().contains("secure(true)"));
+        let insecure_host = SessionConfig {
+            secure: false,
+            ..named("__HOST-session")
+        };
+        assert!(insecure_host.validate().unwrap_err().contains("`__Host-`"));
+        let with_domain = SessionConfig {
+            domain: Some("example.com".into()),
+            ..named("__Host-session")
+        };
+        assert!(with_domain.validate().unwrap_err().contains("no domain"));
+        let with_path = SessionConfig {
+            path: "/app".into(),
+            ..named("__Host-session")
+        };
+        assert!(with_path.validate().unwrap_err().contains("path"));
+        let secure_with_domain = SessionConfig {
+            domain: Some("example.com".into()),
+            path: "/app".into(),
+            ..named("__Secure-session")
+        };
+        assert_eq!(secure_with_domain.validate(), Ok(()));
     }
 }

@@ -1,6 +1,14 @@
-//! Errors of sessions and stores.
+//! Errors of sessions and stores, and the log that reports store failures without
+//! flooding.
 
-use std::time::Duration;
+use std::{
+    fmt::Write as _,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, PoisonError,
+    },
+    time::{Duration, Instant},
+};
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 
@@ -87,6 +95,13 @@ pub enum SessionError {
     /// No [`SessionMiddleware`](crate::SessionMiddleware) wraps this route.
     #[error("`SessionMiddleware` is not installed for this route")]
     MissingMiddleware,
+    /// The key starts with a NUL character: such keys are kept for the library's own
+    /// bookkeeping in the stored record.
+    #[error("session key {key:?} is reserved: keys may not start with a NUL character")]
+    ReservedKey {
+        /// The key given.
+        key: String,
+    },
 }
 
 impl ResponseError for SessionError {
@@ -100,7 +115,11 @@ impl ResponseError for SessionError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        log_error(self);
+        // Store failures were logged where they happened, through the middleware's
+        // `FailureLog`, which keeps an outage from writing one line per request.
+        if !matches!(self, Self::Store(_)) {
+            log_error(self);
+        }
         opaque_response(self.status_code())
     }
 }
@@ -114,14 +133,121 @@ pub(crate) fn opaque_response(status: StatusCode) -> HttpResponse {
 
 /// Logs an error with its whole cause chain.
 pub(crate) fn log_error(err: &(dyn std::error::Error + 'static)) {
+    tracing::error!(error = %cause_chain(err), "session error");
+}
+
+/// An error and its causes on one line, each cause once: many errors (redis-rs', deadpool's)
+/// repeat their source's message in their own, which a plain walk down `source()` would
+/// print two or three times.
+pub(crate) fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut chain = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !text.is_empty() && !chain.contains(&text) {
+            let _ = write!(chain, ": {text}");
+        }
         source = cause.source();
     }
-    tracing::error!(error = %chain, "session error");
+    chain
+}
+
+/// How often a [`FailureLog`] writes a line while failures go on.
+const FAILURE_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reports the failures of one store without flooding the log: the first failure in full,
+/// then, while failures go on, at most one line per [`FAILURE_REPORT_INTERVAL`] with how
+/// many happened since the last line and the latest cause; and one line when the store
+/// answers again. An outage of a minute under load is a dozen lines, not one per request
+/// (about 90,000 in the fault benchmark before this).
+#[derive(Debug)]
+pub(crate) struct FailureLog {
+    /// What a line says happened.
+    what: &'static str,
+    /// Set while failures are being counted: a success only reads this flag.
+    failing: AtomicBool,
+    state: Mutex<FailureState>,
+}
+
+#[derive(Debug, Default)]
+struct FailureState {
+    /// When the last line was written; `None` before the first failure of an episode.
+    last_line: Option<Instant>,
+    /// Failures since the last line.
+    unreported: u64,
+}
+
+/// What a [`FailureLog`] decided to write for one failure.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    /// The first failure of an episode.
+    First,
+    /// A summary: this many failures since the last line, this one included.
+    Summary(u64),
+    /// Counted, not written.
+    Quiet,
+}
+
+impl FailureLog {
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            failing: AtomicBool::new(false),
+            state: Mutex::default(),
+        }
+    }
+
+    /// Records a failure; writes a line if it is the first or the interval has passed.
+    pub(crate) fn failure(&self, err: &(dyn std::error::Error + 'static)) {
+        match self.record(Instant::now()) {
+            Report::First => tracing::error!(error = %cause_chain(err), "{}", self.what),
+            Report::Summary(count) => tracing::error!(
+                failures = count,
+                error = %cause_chain(err),
+                "{}: {count} times since the last report",
+                self.what
+            ),
+            Report::Quiet => {}
+        }
+    }
+
+    fn record(&self, now: Instant) -> Report {
+        self.failing.store(true, Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.unreported += 1;
+        let report = match state.last_line {
+            None => Report::First,
+            Some(last) if now.duration_since(last) >= FAILURE_REPORT_INTERVAL => {
+                Report::Summary(state.unreported)
+            }
+            Some(_) => return Report::Quiet,
+        };
+        state.last_line = Some(now);
+        state.unreported = 0;
+        report
+    }
+
+    /// Records a success: after failures, writes how many went unreported and ends the
+    /// episode. One relaxed load otherwise.
+    pub(crate) fn success(&self) {
+        if let Some(unreported) = self.end_episode() {
+            tracing::info!(
+                unreported_failures = unreported,
+                "{}: over, the store answers again",
+                self.what
+            );
+        }
+    }
+
+    fn end_episode(&self) -> Option<u64> {
+        if !self.failing.load(Ordering::Relaxed) || !self.failing.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let unreported = std::mem::take(&mut state.unreported);
+        state.last_line = None;
+        Some(unreported)
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +274,46 @@ mod tests {
         let source = std::error::Error::source(&err).unwrap();
         assert_eq!(source.to_string(), "session store unavailable");
         assert_eq!(source.source().unwrap().to_string(), "connection refused");
+    }
+
+    /// An error that prints its source's message in its own, as redis-rs and deadpool do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("pool error: {0}")]
+    struct Echoing(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_appears_once_per_line() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = SessionError::from(StoreError::unavailable(Echoing(io)));
+        let line = cause_chain(&err);
+        assert_eq!(
+            line,
+            "session store error: session store unavailable: pool error: refused"
+        );
+        assert_eq!(line.matches("refused").count(), 1);
+    }
+
+    #[test]
+    fn repeated_failures_are_summarised_at_most_every_interval() {
+        let log = FailureLog::new("test");
+        let start = Instant::now();
+        assert_eq!(log.record(start), Report::First);
+        for i in 1..1_000 {
+            assert_eq!(log.record(start + Duration::from_millis(i)), Report::Quiet);
+        }
+        let later = start + FAILURE_REPORT_INTERVAL;
+        assert_eq!(log.record(later), Report::Summary(1_000));
+        assert_eq!(log.record(later + Duration::from_secs(1)), Report::Quiet);
+        assert_eq!(log.end_episode(), Some(1));
+        assert_eq!(
+            log.end_episode(),
+            None,
+            "a success after a success says nothing"
+        );
+        assert_eq!(
+            log.record(later + Duration::from_secs(2)),
+            Report::First,
+            "a new outage is reported in full again"
+        );
     }
 }

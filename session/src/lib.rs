@@ -81,6 +81,7 @@ mod config;
 mod error;
 mod id;
 mod middleware;
+mod plan;
 mod session;
 mod session_ext;
 pub mod storage;
@@ -157,9 +158,11 @@ pub use self::typed::__private;
 /// # When the struct changes
 ///
 /// A stored value that no longer fits its field's type (the app changed the struct since
-/// the session was written) falls back to the default for `default` and `Option` fields,
-/// with a warning logged, and the default is written back, so the session heals. For a
-/// required field it is a rejection, [`TypedError::Invalid`]. Never a panic.
+/// the session was written, or another version of the app wrote it during a rolling
+/// deploy) falls back to the default for `default` and `Option` fields, with a warning
+/// logged. The stored value is left as it is: only a field the handler changes is written
+/// back, as always, so one version never erases what the other wrote. For a required field
+/// it is a rejection, [`TypedError::Invalid`]. Never a panic.
 ///
 /// ```
 /// use actix_kv_session::{storage::MemoryStore, SessionData, SessionMiddleware, Typed};

@@ -25,9 +25,12 @@ use pin_project_lite::pin_project;
 
 use crate::{
     config::{SessionConfig, TtlExtension},
-    error::{log_error, opaque_response, StoreError},
+    error::{opaque_response, FailureLog, SessionError, StoreError},
+    plan::{CookieAction, Refusal, SavePlan, Write, Written},
     session::{CookieState, LoadSession, Loaded},
-    storage::{ChangeSet, ConflictPolicy, SaveMode, SaveOutcome, SessionMap, SessionStore},
+    storage::{
+        ChangeSet, ConflictPolicy, KeyChange, SaveMode, SaveOutcome, SessionMap, SessionStore,
+    },
     Session, SessionId,
 };
 
@@ -77,6 +80,10 @@ struct Inner<S> {
     store: S,
     config: SessionConfig,
     cookies: CookieHeaders,
+    /// Store failures (unreachable, timed out), reported without flooding the log.
+    failures: FailureLog,
+    /// Records the store holds but cannot read, reported the same way.
+    unreadable: FailureLog,
 }
 
 impl<S> Clone for SessionMiddleware<S> {
@@ -129,6 +136,19 @@ impl<S> fmt::Debug for SessionMiddlewareBuilder<S> {
 
 impl<S: SessionStore> SessionMiddlewareBuilder<S> {
     /// The cookie's name (default `session`, as in `sanic_session`).
+    ///
+    /// In production prefer `__Host-session`: browsers accept a cookie so named only if it is
+    /// Secure, with Path=/ and no Domain, so a sibling subdomain cannot set one that shadows
+    /// it (a browser sends the first of two cookies with one name, and the middleware reads
+    /// the first). `__Secure-` asks for Secure only. [`build`](Self::build) checks both.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware};
+    ///
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .cookie_name("__Host-session")
+    ///     .build();
+    /// ```
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.config.cookie_name = name.into();
         self
@@ -206,8 +226,10 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
     ///
     /// On settings that would produce a cookie browsers reject, with a message naming the
     /// setting: a cookie name that is not an RFC 6265 token, an empty or `;`-bearing path or
-    /// domain, a TTL under one second, a zero store timeout, or SameSite=None without
-    /// Secure. These are programming errors, caught at start-up, never per request.
+    /// domain, a TTL under one second, a zero store timeout, SameSite=None without Secure,
+    /// a `__Secure-` name without Secure, or a `__Host-` name without Secure, with a Domain
+    /// or with a Path other than `/`. These are programming errors, caught at start-up,
+    /// never per request.
     pub fn build(self) -> SessionMiddleware<S> {
         if let Err(message) = self.config.validate() {
             panic!("SessionMiddleware: {message}");
@@ -217,6 +239,10 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
                 cookies: CookieHeaders::new(&self.config),
                 store: self.store,
                 config: self.config,
+                failures: FailureLog::new("session store failure"),
+                unreadable: FailureLog::new(
+                    "a stored session cannot be read; its id is treated as unknown",
+                ),
             }),
         }
     }
@@ -356,36 +382,26 @@ fn read_cookie(headers: &HeaderMap, name: &str) -> CookieState {
     CookieState::Absent
 }
 
-/// What the response must do with the cookie.
-enum CookieAction {
-    Keep,
-    Set(SessionId),
-    Remove,
-}
-
-/// Why a save did not go through.
-enum SaveFailure {
-    Conflict,
-    Store(StoreError),
-}
-
-impl From<StoreError> for SaveFailure {
-    fn from(err: StoreError) -> Self {
-        Self::Store(err)
-    }
-}
-
 impl<S: SessionStore> LoadSession for Inner<S> {
     fn load<'a>(
         &'a self,
         id: &'a SessionId,
     ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
-        match self.config.ttl_extension {
-            TtlExtension::OnChange => Box::pin(self.timed(self.store.load(id))),
-            TtlExtension::OnEveryRequest => {
-                Box::pin(self.timed(self.store.load_and_touch(id, self.config.ttl)))
+        Box::pin(async move {
+            match self.timed(self.store.load(id)).await {
+                // What the store holds cannot be read: the id is unknown, the request gets
+                // a fresh session, and the record is left as it is (a purge still deletes it).
+                Err(err @ StoreError::Corrupt(_)) => {
+                    self.unreadable.failure(&err);
+                    Ok(None)
+                }
+                Err(err) => {
+                    self.failures.failure(&err);
+                    Err(err)
+                }
+                Ok(record) => Ok(record),
             }
-        }
+        })
     }
 }
 
@@ -397,13 +413,19 @@ impl<S: SessionStore> Inner<S> {
         let mut op = std::pin::pin!(op);
         // A store that answers at once (memory) needs no timer: arm one only if it waits.
         let first = std::future::poll_fn(|cx| Poll::Ready(op.as_mut().poll(cx))).await;
-        if let Poll::Ready(result) = first {
-            return result;
+        let result = match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                let limit = self.config.store_timeout;
+                tokio::time::timeout(limit, op)
+                    .await
+                    .unwrap_or(Err(StoreError::TimedOut(limit)))
+            }
+        };
+        if result.is_ok() {
+            self.failures.success();
         }
-        let limit = self.config.store_timeout;
-        tokio::time::timeout(limit, op)
-            .await
-            .unwrap_or(Err(StoreError::TimedOut(limit)))
+        result
     }
 
     /// Saves what the request changed and fixes up the response.
@@ -427,19 +449,29 @@ impl<S: SessionStore> Inner<S> {
         let Some(loaded) = loaded else {
             return res.map_into_left_body();
         };
-        let action = match self.persist(cookie, loaded).await {
-            Ok(action) => action,
-            Err(SaveFailure::Conflict) => {
-                tracing::debug!(
-                    "session save refused: a changed key was changed by another request"
-                );
-                return replace(res, StatusCode::CONFLICT);
+        let mut plan = SavePlan::new(cookie, loaded, self.config.ttl_extension);
+        let written = match self.execute(&mut plan).await {
+            Ok(written) => written,
+            Err(err) => {
+                // A save that failed may still have been applied (the answer was lost):
+                // the 503 means "outcome unknown", and nothing is retried.
+                self.failures.failure(&err);
+                return replace(res, SessionError::Store(err).status_code());
             }
-            Err(SaveFailure::Store(err)) => {
-                let err = crate::SessionError::Store(err);
-                let status = err.status_code();
-                log_error(&err);
-                return replace(res, status);
+        };
+        let action = match plan.cookie(written, self.config.browser_session) {
+            Ok(action) => action,
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Conflict => tracing::debug!(
+                        "session save refused: a changed key was changed by another request"
+                    ),
+                    Refusal::Moved => tracing::debug!(
+                        "session save refused: the session moved to a new id (renewed) since \
+                         this request loaded it"
+                    ),
+                }
+                return replace(res, StatusCode::CONFLICT);
             }
         };
         let header = match action {
@@ -453,82 +485,46 @@ impl<S: SessionStore> Inner<S> {
         res.map_into_left_body()
     }
 
-    fn change_set(&self, mode: SaveMode, changes: Vec<crate::storage::KeyChange>) -> ChangeSet {
+    fn change_set(&self, mode: SaveMode, changes: Vec<KeyChange>) -> ChangeSet {
         ChangeSet::new(mode, changes, self.config.conflict_policy, self.config.ttl)
     }
 
-    /// Writes the session's changes; says what to do with the cookie.
-    async fn persist(
-        &self,
-        cookie: CookieState,
-        loaded: Loaded,
-    ) -> Result<CookieAction, SaveFailure> {
-        let had_cookie = cookie != CookieState::Absent;
-        let forget = if had_cookie {
-            CookieAction::Remove
-        } else {
-            CookieAction::Keep
-        };
-        if let Some(old) = &loaded.purge {
+    /// Runs the plan's delete and write (taking its changes).
+    async fn execute(&self, plan: &mut SavePlan) -> Result<Written, StoreError> {
+        if let Some(old) = &plan.delete {
             self.timed(self.store.delete(old)).await?;
         }
-        let record = loaded.record;
-        let renew = loaded.renew;
-        let changes = loaded.into_changes();
-        let Some(id) = record else {
-            if changes.is_empty() {
-                return Ok(forget);
+        Ok(match &mut plan.write {
+            Write::Nothing => Written::Nothing,
+            Write::Touch(id) => {
+                Written::Touched(self.timed(self.store.touch(id, self.config.ttl)).await?)
             }
-            let changes = self.change_set(SaveMode::Create, changes);
-            return self
-                .with_fresh_id(forget, |new| {
+            Write::Update(id, changes) => {
+                let changes = self.change_set(SaveMode::Update, std::mem::take(changes));
+                Written::Saved(*id, self.timed(self.store.save(id, &changes)).await?)
+            }
+            Write::Create(changes) => {
+                let changes = self.change_set(SaveMode::Create, std::mem::take(changes));
+                self.with_fresh_id(|new| {
                     let changes = &changes;
                     async move { self.store.save(&new, changes).await }
                 })
-                .await;
-        };
-        if renew {
-            let changes = self.change_set(SaveMode::Update, changes);
-            return self
-                .with_fresh_id(forget, |new| {
+                .await?
+            }
+            Write::Renew(id, changes) => {
+                let changes = self.change_set(SaveMode::Update, std::mem::take(changes));
+                let id = *id;
+                self.with_fresh_id(|new| {
                     let changes = &changes;
                     async move { self.store.renew(&id, &new, changes).await }
                 })
-                .await;
-        }
-        if changes.is_empty() {
-            // Under the every-request policy the load extended the TTL already.
-            let extended = self.config.ttl_extension == TtlExtension::OnEveryRequest;
-            return Ok(if extended {
-                self.after_extension(true, id, forget)
-            } else {
-                CookieAction::Keep
-            });
-        }
-        let changes = self.change_set(SaveMode::Update, changes);
-        match self.timed(self.store.save(&id, &changes)).await? {
-            SaveOutcome::Saved => Ok(self.after_extension(true, id, forget)),
-            SaveOutcome::Emptied | SaveOutcome::Gone => Ok(forget),
-            SaveOutcome::Conflict => Err(SaveFailure::Conflict),
-            SaveOutcome::IdTaken => Ok(CookieAction::Keep),
-        }
-    }
-
-    /// After a record's TTL was extended: a persistent cookie's expiry moves with it.
-    fn after_extension(&self, alive: bool, id: SessionId, forget: CookieAction) -> CookieAction {
-        match (alive, self.config.browser_session) {
-            (false, _) => forget,
-            (true, false) => CookieAction::Set(id),
-            (true, true) => CookieAction::Keep,
-        }
+                .await?
+            }
+        })
     }
 
     /// Runs a write to a fresh id, with another fresh id if the first is taken.
-    async fn with_fresh_id<F, Fut>(
-        &self,
-        forget: CookieAction,
-        write: F,
-    ) -> Result<CookieAction, SaveFailure>
+    async fn with_fresh_id<F, Fut>(&self, write: F) -> Result<Written, StoreError>
     where
         F: Fn(SessionId) -> Fut,
         Fut: Future<Output = Result<SaveOutcome, StoreError>>,
@@ -536,15 +532,13 @@ impl<S: SessionStore> Inner<S> {
         for _ in 0..ID_ATTEMPTS {
             let new = SessionId::generate();
             match self.timed(write(new)).await? {
-                SaveOutcome::Saved => return Ok(CookieAction::Set(new)),
-                SaveOutcome::Emptied | SaveOutcome::Gone => return Ok(forget),
-                SaveOutcome::Conflict => return Err(SaveFailure::Conflict),
                 SaveOutcome::IdTaken => {}
+                outcome => return Ok(Written::Saved(new, outcome)),
             }
         }
-        Err(SaveFailure::Store(StoreError::unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "the store reported {ID_ATTEMPTS} fresh session ids as taken"
-        ))))
+        )))
     }
 }
 

@@ -43,18 +43,53 @@ pub(crate) enum CookieState {
     Valid(SessionId),
 }
 
-/// What a request did to its session: see [`Session::status`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a request has asked of its session so far: see [`Session::status`].
+///
+/// It reports calls, as actix-session's status does, not what the store will do: an
+/// [`insert`](Session::insert) of the value a key already holds is [`Changed`](Self::Changed),
+/// though nothing needs writing, and [`renew`](Session::renew) on a session that was never
+/// stored is [`Renewed`](Self::Renewed), though it is simply stored under a fresh id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SessionStatus {
-    /// Nothing changed (or the session was never loaded).
+    /// No key was set or removed, and neither `renew` nor `purge` was called (or the session
+    /// was never loaded).
+    #[default]
     Unchanged,
-    /// Keys were set or removed.
+    /// [`insert`](Session::insert), [`remove`](Session::remove) or
+    /// [`clear`](Session::clear) was called (or a [`Typed`](crate::Typed) view wrote a field
+    /// back).
     Changed,
-    /// The session moves to a new id at the end of the request.
+    /// [`renew`](Session::renew) was called: the session moves to a new id at the end of the
+    /// request. Later inserts leave the status at `Renewed`.
     Renewed,
-    /// The session is deleted at the end of the request.
+    /// [`purge`](Session::purge) was called: the session is deleted at the end of the
+    /// request. It stays `Purged` whatever is called afterwards.
     Purged,
+}
+
+impl SessionStatus {
+    /// The status after a call that asks for `next`: `Purged` is final, and `Renewed` is not
+    /// downgraded to `Changed`.
+    fn after(self, next: Self) -> Self {
+        match (self, next) {
+            (Self::Purged, _) | (Self::Renewed, Self::Changed) => self,
+            _ => next,
+        }
+    }
+}
+
+/// Session keys starting with this character are kept for the library's own bookkeeping
+/// (the marker a renew leaves behind is one): [`Session::insert`] refuses them.
+pub(crate) const RESERVED_KEY_START: char = '\0';
+
+fn check_key(key: &str) -> Result<(), SessionError> {
+    if key.starts_with(RESERVED_KEY_START) {
+        return Err(SessionError::ReservedKey {
+            key: key.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// A loaded session.
@@ -69,12 +104,15 @@ pub(crate) struct Loaded {
     pub(crate) renew: bool,
     /// A record to delete at the end of the request.
     pub(crate) purge: Option<SessionId>,
+    /// What was called, for [`Session::status`].
+    status: SessionStatus,
 }
 
 impl Loaded {
     /// Sets `key`, remembering what it held at load the first time it changes: the value
     /// the map gives back is that, so nothing is copied.
     fn set(&mut self, key: String, json: String) {
+        self.mark(SessionStatus::Changed);
         if self.seen.iter().any(|(k, _)| *k == key) {
             self.data.insert(key, json);
         } else {
@@ -83,17 +121,46 @@ impl Loaded {
         }
     }
 
+    fn mark(&mut self, status: SessionStatus) {
+        self.status = self.status.after(status);
+    }
+
+    /// Remembers what `key` held at load before a removal.
     fn touch(&mut self, key: &str) {
+        self.mark(SessionStatus::Changed);
         if !self.seen.iter().any(|(k, _)| k == key) {
             let old = self.data.get(key).cloned();
             self.seen.push((key.to_owned(), old));
         }
     }
 
-    fn is_changed(&self) -> bool {
-        self.seen
-            .iter()
-            .any(|(key, seen)| self.data.get(key) != seen.as_ref())
+    /// Whether the request asked for the session to be purged.
+    pub(crate) fn is_purged(&self) -> bool {
+        self.status == SessionStatus::Purged
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(record: Option<SessionId>, data: SessionMap) -> Self {
+        Self {
+            record,
+            data,
+            ..Self::default()
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_for_tests(&mut self, key: &str, json: &str) {
+        self.set(key.to_owned(), json.to_owned());
+    }
+
+    /// A purged session: `purge` is deleted at the end of the request, and keys set from
+    /// now on start a new session.
+    pub(crate) fn purged(purge: Option<SessionId>) -> Self {
+        Self {
+            purge,
+            status: SessionStatus::Purged,
+            ..Self::default()
+        }
     }
 
     /// The keys whose value differs from the one they had at load.
@@ -264,13 +331,15 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::Serialize`] when `value` cannot be serialized (the session is left
-    /// as it was); [`SessionError::NotLoaded`].
+    /// as it was); [`SessionError::ReservedKey`] for a key that starts with a NUL character;
+    /// [`SessionError::NotLoaded`].
     pub fn insert<T: Serialize + ?Sized>(
         &self,
         key: impl Into<String>,
         value: &T,
     ) -> Result<(), SessionError> {
         let key = key.into();
+        check_key(&key)?;
         let json = match serde_json::to_string(value) {
             Ok(json) => json,
             Err(source) => return Err(SessionError::Serialize { key, source }),
@@ -298,6 +367,7 @@ impl Session {
     /// [`SessionError::NotLoaded`].
     pub fn clear(&self) -> Result<(), SessionError> {
         self.with_loaded(|s| {
+            s.mark(SessionStatus::Changed);
             let keys: Vec<String> = s.data.keys().cloned().collect();
             for key in keys {
                 s.touch(&key);
@@ -360,6 +430,7 @@ impl Session {
     /// [`SessionError::NotLoaded`].
     pub fn renew(&self) -> Result<(), SessionError> {
         self.with_loaded(|s| {
+            s.mark(SessionStatus::Renewed);
             // A session not stored yet gets a fresh id when it is first saved anyway.
             s.renew = s.record.is_some();
         })
@@ -367,35 +438,26 @@ impl Session {
 
     /// Deletes the session from the store at the end of the request and tells the browser
     /// to drop the cookie (log-out). Keys set after `purge` in the same request start a new
-    /// session under a new id. Works without a load.
+    /// session under a new id. Works without a load, and deletes whatever the store holds
+    /// under the cookie's id, even a record it could not read.
     pub fn purge(&self) {
         let mut state = self.0.state.borrow_mut();
-        let cookie_id = match state.cookie {
+        // The stored record, if any, is the one under the cookie's id.
+        let purge = match state.cookie {
             CookieState::Valid(id) => Some(id),
             CookieState::Absent | CookieState::Invalid => None,
         };
-        let loaded = state.loaded.get_or_insert_with(|| Loaded {
-            // Unloaded: the record, if any, is the cookie's id.
-            record: cookie_id,
-            ..Loaded::default()
-        });
-        let purge = loaded.record.take().or(loaded.purge);
-        *loaded = Loaded {
-            purge,
-            ..Loaded::default()
-        };
+        state.loaded = Some(Loaded::purged(purge));
     }
 
     /// What this request has done to the session so far.
     #[must_use]
     pub fn status(&self) -> SessionStatus {
         let state = self.0.state.borrow();
-        match &state.loaded {
-            Some(s) if s.purge.is_some() => SessionStatus::Purged,
-            Some(s) if s.renew => SessionStatus::Renewed,
-            Some(s) if s.is_changed() => SessionStatus::Changed,
-            _ => SessionStatus::Unchanged,
-        }
+        state
+            .loaded
+            .as_ref()
+            .map_or_else(SessionStatus::default, |s| s.status)
     }
 
     /// Makes the request answer `status`, with nothing saved, whatever the handler does.
@@ -413,6 +475,7 @@ impl Session {
 
     /// Sets `key` to a JSON text, or removes it.
     pub(crate) fn put_json(&self, key: &str, json: Option<String>) -> Result<(), SessionError> {
+        check_key(key)?;
         self.with_loaded(|s| {
             if let Some(json) = json {
                 s.set(key.to_owned(), json);

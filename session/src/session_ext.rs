@@ -7,13 +7,67 @@ use actix_web::{
 
 use crate::Session;
 
-/// Gets the [`Session`] of a request outside a handler's arguments: in a guard, another
-/// middleware or an error handler.
+/// Gets the [`Session`] of a request outside a handler's arguments: in another middleware
+/// or an error handler.
 ///
 /// The handle is not loaded unless something in this request loaded it already; call
 /// [`Session::load`] before reading or writing. Without a
 /// [`SessionMiddleware`](crate::SessionMiddleware) around the route, loading fails with
 /// [`SessionError::MissingMiddleware`](crate::SessionError::MissingMiddleware).
+///
+/// # Not in a guard
+///
+/// Guards are synchronous, and the session is loaded lazily, with an `.await`: a guard can
+/// get the handle but not load it, so its reads fail with
+/// [`SessionError::NotLoaded`](crate::SessionError::NotLoaded). To decide by the session
+/// which requests reach a route (only logged-in users under `/account`, say), load it in a
+/// middleware inside the [`SessionMiddleware`](crate::SessionMiddleware), which the handler's
+/// extractors then share (one store round-trip):
+///
+/// ```
+/// use actix_kv_session::{storage::MemoryStore, Session, SessionExt, SessionMiddleware};
+/// use actix_web::{
+///     body::MessageBody,
+///     dev::{ServiceRequest, ServiceResponse},
+///     http::StatusCode,
+///     middleware::{from_fn, Next},
+///     test, web, App, Error, HttpResponse,
+/// };
+///
+/// async fn require_login(
+///     req: ServiceRequest,
+///     next: Next<impl MessageBody + 'static>,
+/// ) -> Result<ServiceResponse<impl MessageBody>, Error> {
+///     let session = req.get_session();
+///     session.load().await?;
+///     if session.contains_key("user")? {
+///         Ok(next.call(req).await?.map_into_left_body())
+///     } else {
+///         let refused = HttpResponse::Unauthorized().finish();
+///         Ok(req.into_response(refused).map_into_right_body())
+///     }
+/// }
+///
+/// async fn account(session: Session) -> actix_web::Result<String> {
+///     Ok(format!("hello {}", session.get::<String>("user")?.unwrap_or_default()))
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let app = test::init_service(
+///     App::new()
+///         .service(
+///             web::scope("/account")
+///                 .wrap(from_fn(require_login))
+///                 .route("", web::get().to(account)),
+///         )
+///         // Registered last, so it runs first and puts the session in the request.
+///         .wrap(SessionMiddleware::new(MemoryStore::default())),
+/// )
+/// .await;
+/// let res = test::call_service(&app, test::TestRequest::get().uri("/account").to_request()).await;
+/// assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+/// # });
+/// ```
 pub trait SessionExt {
     /// The session of this request.
     fn get_session(&self) -> Session;

@@ -223,15 +223,18 @@ pub mod __private {
     use super::TypedError;
     use crate::{storage::SessionMap, Session};
 
-    /// What a field serialized to when it was read.
+    /// What a field serialized to when it was read: the writer writes a field back only if
+    /// it serializes differently now.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum Baseline {
-        /// Absent, and read as `None`.
+        /// Read as `None`: the key was absent, or held a value that does not fit (left as
+        /// it is unless the handler sets the field).
         Absent,
-        /// This JSON.
+        /// This JSON: the stored value, or the default given for an absent key or for a
+        /// value that does not fit.
         Json(String),
-        /// The stored value did not fit and was replaced by a default: write it back.
-        Repair,
+        /// Write the field whatever its value (`Session::insert_typed`).
+        Force,
     }
 
     /// Reads fields from a loaded session, remembering what each serialized to.
@@ -249,7 +252,7 @@ pub mod __private {
         }
 
         fn remember<T: Serialize>(&mut self, value: &T) {
-            let baseline = serde_json::to_string(value).map_or(Baseline::Repair, Baseline::Json);
+            let baseline = serde_json::to_string(value).map_or(Baseline::Force, Baseline::Json);
             self.baselines.push(baseline);
         }
 
@@ -287,7 +290,9 @@ pub mod __private {
                 }
                 Some(Err(err)) => {
                     fallback_warning(&err);
-                    self.baselines.push(Baseline::Repair);
+                    // Not written back unless the handler sets it: during a rolling deploy,
+                    // the value may be what the other version of the app wrote.
+                    self.baselines.push(Baseline::Absent);
                     Ok(None)
                 }
             }
@@ -315,8 +320,10 @@ pub mod __private {
                 }
                 Some(Err(err)) => {
                     fallback_warning(&err);
-                    self.baselines.push(Baseline::Repair);
-                    Ok(default())
+                    // Not written back unless the handler changes it from the default.
+                    let value = default();
+                    self.remember(&value);
+                    Ok(value)
                 }
             }
         }
@@ -324,7 +331,12 @@ pub mod __private {
 
     fn fallback_warning(err: &TypedError) {
         if let TypedError::Invalid { key, source } = err {
-            tracing::warn!(key, error = %source, "stored session value does not fit its field; using the default");
+            tracing::warn!(
+                key,
+                error = %source,
+                "stored session value does not fit its field; using the default, and leaving \
+                 the stored value as it is unless the handler sets the field"
+            );
         }
     }
 
@@ -404,7 +416,7 @@ impl Session {
     /// [`SessionError::NotLoaded`] when the session is not loaded.
     pub fn insert_typed<T: SessionData>(&self, value: &T) -> Result<(), SessionError> {
         self.read(|_| ())?;
-        let baselines = vec![__private::Baseline::Repair; T::KEYS.len()];
+        let baselines = vec![__private::Baseline::Force; T::KEYS.len()];
         let mut writer = __private::Writer {
             session: self,
             baselines: &baselines,

@@ -21,6 +21,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/slow-set/{key}", web::post().to(slow_set))
         .route("/slow-incr", web::post().to(slow_incr))
         .route("/slow-read", web::get().to(slow_read))
+        .route("/inflight/write/{key}", web::post().to(inflight_write))
+        .route("/inflight/read", web::get().to(inflight_read))
+        .route("/slow-login/{user}", web::post().to(slow_login))
         .route("/two", web::get().to(two_extractors))
         .route("/ext", web::get().to(through_ext))
         .route("/big/{kib}", web::post().to(big))
@@ -119,6 +122,33 @@ async fn slow_read(session: Session) -> actix_web::Result<&'static str> {
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     session.insert("late", &true)?;
     Ok("late")
+}
+
+/// How long the in-flight routes hold a loaded session before they answer: long enough for a
+/// log-in or log-out fired after them to land in between.
+pub const IN_FLIGHT: Duration = Duration::from_millis(400);
+
+/// An XHR that loads the session, works a while, then sets a key.
+async fn inflight_write(session: Session, key: web::Path<String>) -> actix_web::Result<String> {
+    actix_web::rt::time::sleep(IN_FLIGHT).await;
+    session.insert(key.into_inner(), &true)?;
+    Ok("written".to_owned())
+}
+
+/// A page asset that loads the session, works a while, then answers with `foo`, reading
+/// only.
+async fn inflight_read(session: Session) -> actix_web::Result<String> {
+    actix_web::rt::time::sleep(IN_FLIGHT).await;
+    Ok(session.get::<u64>("foo")?.unwrap_or(0).to_string())
+}
+
+/// A log-in that checks a password for a while before it renews.
+async fn slow_login(session: Session, user: web::Path<String>) -> actix_web::Result<String> {
+    session.load().await?;
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    session.renew()?;
+    session.insert("user", user.as_str())?;
+    Ok(format!("welcome {user}"))
 }
 
 async fn two_extractors(a: Session, b: Session) -> actix_web::Result<String> {

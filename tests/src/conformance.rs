@@ -210,6 +210,79 @@ pub async fn renew_moves_data_and_deletes_old_id<S: SessionStore>(store: S) {
     );
 }
 
+/// After a renew the old id is a marker: a save or renew of it answers `Moved` (a request
+/// that loaded before the renew learns that the session moved) and writes nothing, anywhere;
+/// a touch is `false`; a load finds nothing; a delete removes the marker, and then the old
+/// id is simply gone.
+pub async fn renew_leaves_the_old_id_moved<S: SessionStore>(store: S) {
+    let old = seed(&store, &[("a", "1")]).await;
+    let new = SessionId::generate();
+    assert_eq!(
+        store
+            .renew(&old, &new, &update(vec![set("user", "\"ann\"", None)]))
+            .await
+            .unwrap(),
+        SaveOutcome::Saved
+    );
+    let renewed = Some(map(&[("a", "1"), ("user", "\"ann\"")]));
+    let late = vec![set("a", "2", Some("1")), set("late", "1", None)];
+    assert_eq!(
+        store.save(&old, &update(late.clone())).await.unwrap(),
+        SaveOutcome::Moved
+    );
+    assert_eq!(
+        store.save(&old, &strict(late.clone())).await.unwrap(),
+        SaveOutcome::Moved
+    );
+    let emptying = vec![unset("a", Some("1"))];
+    assert_eq!(
+        store.save(&old, &update(emptying)).await.unwrap(),
+        SaveOutcome::Moved
+    );
+    let other = SessionId::generate();
+    assert_eq!(
+        store
+            .renew(&old, &other, &update(late.clone()))
+            .await
+            .unwrap(),
+        SaveOutcome::Moved,
+        "a second, concurrent renew"
+    );
+    assert!(!store.touch(&old, TTL).await.unwrap());
+    assert_eq!(store.load(&old).await.unwrap(), None);
+    assert_eq!(store.load(&other).await.unwrap(), None);
+    assert_eq!(store.load(&new).await.unwrap(), renewed);
+    store.delete(&old).await.unwrap();
+    assert_eq!(
+        store.save(&old, &update(late)).await.unwrap(),
+        SaveOutcome::Gone
+    );
+    assert_eq!(store.load(&old).await.unwrap(), None);
+    assert_eq!(store.load(&new).await.unwrap(), renewed);
+}
+
+/// A renew whose changes remove every key deletes the session as a purge would: no marker,
+/// nothing under the new id.
+pub async fn renew_that_empties_the_session_deletes_it<S: SessionStore>(store: S) {
+    let old = seed(&store, &[("a", "1")]).await;
+    let new = SessionId::generate();
+    assert_eq!(
+        store
+            .renew(&old, &new, &update(vec![unset("a", Some("1"))]))
+            .await
+            .unwrap(),
+        SaveOutcome::Emptied
+    );
+    assert_eq!(store.load(&new).await.unwrap(), None);
+    assert_eq!(
+        store
+            .save(&old, &update(vec![set("a", "2", None)]))
+            .await
+            .unwrap(),
+        SaveOutcome::Gone
+    );
+}
+
 /// Renewing a session deleted meanwhile creates nothing under either id.
 pub async fn renew_of_missing_record_creates_nothing<S: SessionStore>(store: S) {
     let old = seed(&store, &[("a", "1")]).await;

@@ -87,3 +87,36 @@ pub async fn frozen_server_gives_503_within_the_timeout_and_recovers<S: SessionS
     }
     assert_eq!(body, "2", "the app did not recover after the server thawed");
 }
+
+/// A record the store holds at `id` but cannot read (written there by the caller with the
+/// store's own client): every session route of that user still works. A read sees an empty
+/// session and gets no cookie; a write starts a new session under a fresh id; the record is
+/// never written through (`intact` says whether it is still there, unchanged); a log-out
+/// deletes it. Logged, never a 500.
+pub async fn an_unreadable_record_is_an_unknown_id<S: SessionStore>(
+    store: S,
+    id: actix_kv_session::SessionId,
+    intact: impl AsyncFn() -> bool,
+) {
+    let app = init_app!(SessionMiddleware::new(store));
+    let read = get(&app, "/get/foo", Some(id.as_str())).await;
+    assert_eq!(
+        (read.status, read.body.as_str(), read.cookie.is_none()),
+        (StatusCode::OK, "none", true),
+        "a read: {read:?}"
+    );
+    let write = get(&app, "/counter", Some(id.as_str())).await;
+    assert_eq!((write.status, write.body.as_str()), (StatusCode::OK, "1"));
+    assert_ne!(write.id(), id, "the unreadable id was adopted");
+    assert_eq!(
+        get(&app, "/counter", Some(write.id().as_str())).await.body,
+        "2"
+    );
+    assert!(intact().await, "the unreadable record was written over");
+    let logout = crate::suite::post(&app, "/purge", Some(id.as_str())).await;
+    assert_eq!(logout.status, StatusCode::OK);
+    assert_eq!(
+        logout.cookie.map(|c| c.value().to_owned()),
+        Some(String::new())
+    );
+}

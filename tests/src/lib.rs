@@ -8,6 +8,7 @@
 pub mod app;
 pub mod conformance;
 pub mod faults;
+pub mod races;
 pub mod server;
 pub mod servers;
 pub mod stores;
@@ -59,6 +60,8 @@ macro_rules! store_conformance {
             last_write_wins_ignores_seen_values,
             renew_moves_data_and_deletes_old_id,
             renew_of_missing_record_creates_nothing,
+            renew_leaves_the_old_id_moved,
+            renew_that_empties_the_session_deletes_it,
             touch_extends_and_reports_missing,
             delete_removes_and_ignores_unknown,
             records_expire_after_their_ttl,
@@ -104,6 +107,9 @@ macro_rules! session_suite {
             strict_policy_turns_lost_updates_into_conflicts,
             purge_during_slow_request_stays_purged,
             typed_structs_round_trip_and_write_only_changed_fields,
+            renew_with_requests_in_flight_keeps_the_user_logged_in,
+            two_concurrent_renews_leave_one_working_session,
+            purge_with_requests_in_flight_stays_final,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {

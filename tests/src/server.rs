@@ -20,12 +20,27 @@ impl TestServer {
     /// If no loopback port can be bound.
     #[must_use]
     pub fn start<S: SessionStore>(middleware: SessionMiddleware<S>) -> Self {
+        Self::start_scoped(vec![(String::new(), middleware)])
+    }
+
+    /// Starts the test routes several times on one server, each copy under its own path
+    /// prefix behind its own middleware: `/{prefix}/counter`, and so on.
+    ///
+    /// # Panics
+    ///
+    /// If no loopback port can be bound.
+    #[must_use]
+    pub fn start_scoped<S: SessionStore>(scopes: Vec<(String, SessionMiddleware<S>)>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let server = HttpServer::new(move || {
-            App::new()
-                .wrap(middleware.clone())
-                .configure(crate::app::routes)
+            scopes.iter().fold(App::new(), |app, (prefix, middleware)| {
+                app.service(
+                    actix_web::web::scope(prefix)
+                        .wrap(middleware.clone())
+                        .configure(crate::app::routes),
+                )
+            })
         })
         .workers(2)
         .disable_signals()

@@ -119,25 +119,34 @@ async fn a_missing_required_field_is_a_rejection_the_app_can_map() {
 async fn values_that_no_longer_fit_fall_back_for_default_and_option_fields() {
     let store = MemoryStore::default();
     let app = init_app!(SessionMiddleware::new(store.clone()));
-    // An older app stored `visits` as text and `theme` as a number.
+    // Another version of the app stored `visits` as text and `theme` as a number.
     let id = seeded(
         &store,
         &[("user", "\"ann\""), ("visits", "\"many\""), ("theme", "7")],
     )
     .await;
+    let unchanged = store.load(&id).await.unwrap().unwrap();
+    // Reading falls back to the defaults, and writes nothing back.
+    let read = get(&app, "/typed/profile", Some(id.as_str())).await;
+    assert_eq!(
+        (read.status, read.body.as_str()),
+        (
+            StatusCode::OK,
+            "Profile { name: \"ann\", visits: 0, theme: None, scratch: 0 }"
+        )
+    );
+    assert_eq!(store.load(&id).await.unwrap().unwrap(), unchanged);
+    // A field the handler changes is written; the one it left alone stays as it was.
     let reply = post(&app, "/typed/visit", Some(id.as_str())).await;
     assert_eq!(
         (reply.status, reply.body.as_str()),
         (StatusCode::OK, "ann 1")
     );
     let record = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(record["visits"], "1", "the handler changed this one");
     assert_eq!(
-        record["visits"], "1",
-        "the default, incremented, replaced the bad value"
-    );
-    assert!(
-        !record.contains_key("theme"),
-        "the unreadable option was cleared: {record:?}"
+        record["theme"], "7",
+        "an untouched field was healed over: {record:?}"
     );
 
     // A required field that no longer fits is a rejection, every time, never a 500.

@@ -3,7 +3,12 @@
 
 use actix_kv_session::{
     storage::{ChangeSet, ConflictPolicy, KeyChange, MemoryStore, SaveMode, SessionStore},
-    SessionId,
+    SessionId, SessionMiddleware, StoreError,
+};
+use actix_web::http::StatusCode;
+use tests::{
+    init_app,
+    suite::{get, post},
 };
 
 tests::store_conformance!((MemoryStore::default(), ()));
@@ -104,4 +109,114 @@ async fn a_session_evicted_after_its_load_is_not_saved_into() {
     let after = store.load(&first).await.unwrap();
     assert_eq!(after, None, "the first session should have been evicted");
     assert_eq!(outcome, actix_kv_session::storage::SaveOutcome::Gone);
+}
+
+/// A store full of one-request visitors evicts the least recently used sessions and never
+/// refuses a new one: each of 3,000 visitors through a store bounded at 1,000 finds its
+/// session on its next request, and a visitor who keeps coming back through the flood keeps
+/// its session.
+#[actix_web::test]
+async fn a_full_store_evicts_the_least_recently_used_and_keeps_every_new_session() {
+    let store = MemoryStore::builder().max_sessions(1_000).build();
+    let app = init_app!(SessionMiddleware::new(store.clone()));
+    let regular = get(&app, "/counter", None).await.id();
+    let mut visits = 1;
+    let mut lost = 0;
+    for i in 0..3_000 {
+        let id = get(&app, "/counter", None).await.id();
+        if get(&app, "/counter", Some(id.as_str())).await.body != "2" {
+            lost += 1;
+        }
+        if i % 300 == 0 {
+            visits += 1;
+            let reply = get(&app, "/counter", Some(regular.as_str())).await;
+            assert_eq!(
+                reply.body,
+                visits.to_string(),
+                "the regular visitor lost its session"
+            );
+        }
+    }
+    assert_eq!(lost, 0, "new sessions refused or evicted at once");
+    let newcomer = get(&app, "/counter", None).await.id();
+    for visit in 2..=11 {
+        for _ in 0..200 {
+            get(&app, "/counter", None).await;
+        }
+        let reply = get(&app, "/counter", Some(newcomer.as_str())).await;
+        assert_eq!(reply.body, visit.to_string());
+    }
+    store.run_pending_tasks();
+    assert!(store.session_count() <= 1_000, "{}", store.session_count());
+}
+
+/// The bound in bytes holds for large sessions, and a session over the size limit is
+/// refused with the stored one left as it was.
+#[actix_web::test]
+async fn the_store_is_bounded_in_bytes_and_refuses_oversized_sessions() {
+    let max_bytes = 1024 * 1024;
+    let store = MemoryStore::builder()
+        .max_bytes(max_bytes)
+        .max_session_bytes(64 * 1024)
+        .build();
+    let app = init_app!(SessionMiddleware::new(store.clone()));
+    let mut ids = Vec::new();
+    for _ in 0..1_000 {
+        let reply = post(&app, "/big/4", None).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        ids.push(reply.id());
+    }
+    store.run_pending_tasks();
+    assert!(
+        store.weighted_bytes() <= max_bytes,
+        "{}",
+        store.weighted_bytes()
+    );
+    let kept = store.session_count();
+    assert!(
+        (150..=250).contains(&kept),
+        "{kept} sessions of 4 KiB in 1 MiB"
+    );
+    let last = *ids.last().unwrap();
+    assert!(
+        store.load(&last).await.unwrap().is_some(),
+        "the newest was evicted"
+    );
+
+    let id = get(&app, "/counter", None).await.id();
+    let big = post(&app, "/big/100", Some(id.as_str())).await;
+    assert_eq!(
+        (big.status, big.body.as_str(), big.cookie.is_none()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            true
+        )
+    );
+    let record = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        record.len(),
+        1,
+        "the session is as it was: {:?}",
+        record.keys()
+    );
+    let new = post(&app, "/big/100", None).await;
+    assert_eq!(
+        (new.status, new.cookie),
+        (StatusCode::INTERNAL_SERVER_ERROR, None)
+    );
+    let changes = ChangeSet::new(
+        SaveMode::Create,
+        vec![KeyChange::new("big".into(), Some("x".repeat(70_000)), None)],
+        ConflictPolicy::LastWriteWins,
+        std::time::Duration::from_mins(1),
+    );
+    let err = store
+        .save(&SessionId::generate(), &changes)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooLarge { limit: 65_536, .. }),
+        "{err:?}"
+    );
 }

@@ -103,10 +103,10 @@ async fn malformed_cookies_start_a_fresh_session_and_never_reach_the_store() {
             loads,
             "{value:?} was loaded"
         );
-        // A read with it stores nothing and asks the browser to drop the cookie.
+        // A read with it stores nothing and sends no cookie.
         let read = get(&app, "/get/foo", Some(value)).await;
         assert_eq!(read.body, "none");
-        assert_eq!(read.cookie.unwrap().value(), "");
+        assert!(read.cookie.is_none(), "{value:?}: {:?}", read.cookie);
     }
 }
 
@@ -302,5 +302,117 @@ async fn a_handle_used_before_load_says_so() {
 async fn a_bad_cookie_name_is_caught_at_build_time() {
     let _ = SessionMiddleware::builder(MemoryStore::default())
         .cookie_name("bad name")
+        .build();
+}
+
+/// `status()` reports the calls a handler made, as actix-session's does, whatever the store
+/// will have to write.
+#[actix_web::test]
+async fn status_reports_calls_not_writes() {
+    async fn steps(session: Session, path: web::Path<String>) -> actix_web::Result<String> {
+        let mut seen = vec![format!("{:?}", session.status())];
+        for step in path.split(',') {
+            match step {
+                "same" => session.insert("foo", &1)?,
+                "set" => session.insert("x", &1)?,
+                "remove" => drop(session.remove("x")?),
+                "remove-absent" => drop(session.remove("absent")?),
+                "clear" => session.clear()?,
+                "renew" => session.renew()?,
+                "purge" => session.purge(),
+                _ => {}
+            }
+            seen.push(format!("{:?}", session.status()));
+        }
+        Ok(seen.join(" "))
+    }
+    async fn purge_unloaded(req: actix_web::HttpRequest) -> String {
+        let session = req.get_session();
+        session.purge();
+        format!("{:?}", session.status())
+    }
+    let store = MemoryStore::default();
+    let app = test::init_service(
+        App::new()
+            .wrap(SessionMiddleware::new(store.clone()))
+            .route("/steps/{steps}", web::post().to(steps))
+            .route("/purge", web::post().to(purge_unloaded))
+            .configure(tests::app::routes),
+    )
+    .await;
+    let stored = get(&app, "/counter", None).await.id();
+    let cases: [(&str, Option<SessionId>, &str); 10] = [
+        ("read", Some(stored), "Unchanged Unchanged"),
+        ("same", Some(stored), "Unchanged Changed"),
+        ("set,remove", Some(stored), "Unchanged Changed Changed"),
+        ("remove-absent", Some(stored), "Unchanged Changed"),
+        ("clear", None, "Unchanged Changed"),
+        ("renew", None, "Unchanged Renewed"),
+        ("renew,set", Some(stored), "Unchanged Renewed Renewed"),
+        ("set,renew", None, "Unchanged Changed Renewed"),
+        ("purge", None, "Unchanged Purged"),
+        (
+            "purge,set,renew",
+            Some(stored),
+            "Unchanged Purged Purged Purged",
+        ),
+    ];
+    for (steps, cookie, expected) in cases {
+        let id = cookie.map(|id| id.to_string());
+        let reply = post(&app, &format!("/steps/{steps}"), id.as_deref()).await;
+        assert_eq!(reply.body, expected, "{steps}");
+    }
+    assert_eq!(post(&app, "/purge", None).await.body, "Purged");
+}
+
+/// `__Host-session` works end to end: the cookie is Secure, Path=/ and has no Domain, so
+/// browsers accept it, and its removal carries the same attributes.
+#[actix_web::test]
+async fn a_host_prefixed_cookie_round_trips() {
+    let mw = SessionMiddleware::builder(MemoryStore::default())
+        .cookie_name("__Host-session")
+        .build();
+    let app = init_app!(mw);
+    let res = test::call_service(&app, test::TestRequest::get().uri("/counter").to_request()).await;
+    let cookies = tests::set_cookies(res.headers());
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let cookie = cookies[0].clone();
+    assert_eq!(cookie.name(), "__Host-session");
+    assert_eq!(
+        (cookie.secure(), cookie.path(), cookie.domain()),
+        (Some(true), Some("/"), None)
+    );
+    let req = test::TestRequest::post()
+        .uri("/clear")
+        .insert_header(("cookie", format!("__Host-session={}", cookie.value())))
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    let removal = tests::set_cookies(res.headers()).pop().unwrap();
+    assert_eq!(
+        (
+            removal.name(),
+            removal.value(),
+            removal.secure(),
+            removal.path()
+        ),
+        ("__Host-session", "", Some(true), Some("/"))
+    );
+}
+
+#[actix_web::test]
+#[should_panic(expected = "starts with `__Host-`, which allows no domain")]
+async fn a_host_prefixed_cookie_with_a_domain_is_caught_at_build_time() {
+    let _ = SessionMiddleware::builder(MemoryStore::default())
+        .cookie_name("__Host-session")
+        .domain("example.com")
+        .build();
+}
+
+#[actix_web::test]
+#[should_panic(expected = "starts with `__Secure-`, which needs `secure(true)`")]
+async fn a_secure_prefixed_cookie_without_secure_is_caught_at_build_time() {
+    let _ = SessionMiddleware::builder(MemoryStore::default())
+        .cookie_name("__Secure-session")
+        .secure(false)
         .build();
 }

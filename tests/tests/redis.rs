@@ -135,8 +135,11 @@ async fn a_request_is_one_round_trip_to_load_and_one_to_save() {
     assert_eq!(top_level, [&("hgetall".to_owned(), 1)], "{calls:?}");
 }
 
+/// Under the every-request policy a read is two round-trips: the load, then the extension,
+/// which also tells whether the session is still there (a concurrent log-in may have
+/// renewed it, and then the response must not send the old id).
 #[actix_web::test]
-async fn every_request_policy_extends_in_the_load_round_trip() {
+async fn every_request_policy_extends_after_the_read_in_one_script() {
     let (store, server) = redis();
     let mut conn = raw(&server).await;
     let mw = SessionMiddleware::builder(store)
@@ -162,7 +165,11 @@ async fn every_request_policy_extends_in_the_load_round_trip() {
     );
     let calls = command_calls(&mut conn).await;
     let count = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
-    assert_eq!((count("multi"), count("exec")), (1, 1), "{calls:?}");
+    assert_eq!(
+        (count("hgetall"), count("evalsha"), count("pexpire")),
+        (1, 1, 1),
+        "{calls:?}"
+    );
 }
 
 #[actix_web::test]
@@ -177,6 +184,8 @@ async fn a_field_that_is_not_json_fails_that_key_only() {
         .hset(&key, "bytes", &[0xff_u8, 0xfe][..])
         .await
         .unwrap();
+    // A field whose name is not UTF-8 is no key the app can name: left out, left alone.
+    let _: () = conn.hset(&key, &[0xc3_u8, 0x28][..], "1").await.unwrap();
     let bad = get(&app, "/counter", Some(id.as_str())).await;
     assert_eq!(
         (bad.status, bad.body.as_str()),
@@ -188,32 +197,74 @@ async fn a_field_that_is_not_json_fails_that_key_only() {
     );
     let stored: String = conn.hget(&key, "foo").await.unwrap();
     assert_eq!(stored, "not json {", "the failed request wrote nothing");
+    // The other keys work, reading and writing.
+    post(&app, "/set/name/bob", Some(id.as_str())).await;
+    assert_eq!(
+        get(&app, "/get/name", Some(id.as_str())).await.body,
+        "\"bob\""
+    );
+    let odd: Option<String> = conn.hget(&key, &[0xc3_u8, 0x28][..]).await.unwrap();
+    assert_eq!(odd.as_deref(), Some("1"));
 }
 
 #[actix_web::test]
-async fn a_key_of_another_type_is_a_clear_error_not_a_panic() {
+async fn a_key_of_another_type_is_an_unknown_id_and_a_purge_deletes_it() {
+    let (store, server) = redis();
+    let mut conn = raw(&server).await;
+    for kind in ["string", "list", "set"] {
+        let id = SessionId::generate();
+        let key = format!("session:{id}");
+        let _: () = match kind {
+            "string" => conn.set(&key, "a string, not a hash").await.unwrap(),
+            "list" => conn.rpush(&key, "x").await.unwrap(),
+            _ => conn.sadd(&key, "x").await.unwrap(),
+        };
+        let err = store.load(&id).await.unwrap_err();
+        assert!(
+            matches!(err, actix_kv_session::StoreError::Corrupt(_)),
+            "{err:?}"
+        );
+        let intact = async || {
+            let mut conn = raw(&server).await;
+            let now: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            now == kind
+        };
+        tests::faults::an_unreadable_record_is_an_unknown_id(store.clone(), id, intact).await;
+        let exists: bool = conn.exists(&key).await.unwrap();
+        assert!(!exists, "{kind}: the purge left it");
+    }
+}
+
+/// A save that finds the key turned into something else since its load neither fails with
+/// a 500 nor writes over it: the session is gone.
+#[actix_web::test]
+async fn a_key_that_changed_type_after_the_load_is_never_written_over() {
+    use actix_kv_session::storage::{ChangeSet, ConflictPolicy, KeyChange, SaveMode, SaveOutcome};
     let (store, server) = redis();
     let mut conn = raw(&server).await;
     let app = init_app!(SessionMiddleware::new(store.clone()));
-    let id = SessionId::generate();
-    let _: () = conn
-        .set(format!("session:{id}"), "a string, not a hash")
-        .await
-        .unwrap();
-    let reply = get(&app, "/counter", Some(id.as_str())).await;
-    assert_eq!(
-        (reply.status, reply.body.as_str()),
-        (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    let id = get(&app, "/counter", None).await.id();
+    let key = format!("session:{id}");
+    let _: () = conn.del(&key).await.unwrap();
+    let _: () = conn.set(&key, "not a hash").await.unwrap();
+    let changes = ChangeSet::new(
+        SaveMode::Update,
+        vec![KeyChange::new(
+            "foo".into(),
+            Some("2".into()),
+            Some("1".into()),
+        )],
+        ConflictPolicy::LastWriteWins,
+        Duration::from_mins(1),
     );
-    let err = store.load(&id).await.unwrap_err();
-    assert!(
-        matches!(err, actix_kv_session::StoreError::Corrupt(_)),
-        "{err:?}"
-    );
-    // The string is left alone, and the app keeps serving.
-    let value: String = conn.get(format!("session:{id}")).await.unwrap();
-    assert_eq!(value, "a string, not a hash");
-    assert_eq!(get(&app, "/counter", None).await.status, StatusCode::OK);
+    assert_eq!(store.save(&id, &changes).await.unwrap(), SaveOutcome::Gone);
+    assert!(!store.touch(&id, Duration::from_mins(1)).await.unwrap());
+    let value: String = conn.get(&key).await.unwrap();
+    assert_eq!(value, "not a hash");
 }
 
 #[actix_web::test]

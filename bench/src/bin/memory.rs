@@ -29,8 +29,10 @@ async fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000_000);
+    let bound = sessions + sessions / 10;
     let store = MemoryStore::builder()
-        .max_sessions(sessions + sessions / 10)
+        .max_sessions(bound)
+        .max_bytes(bound * 1024)
         .build();
     // Ids made first, so their own memory is not counted.
     let ids: Vec<SessionId> = (0..sessions).map(|_| SessionId::generate()).collect();

@@ -11,7 +11,8 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use serde_json::value::RawValue;
 
 use super::{
-    ChangeSet, PoolSettings, SaveMode, SaveOutcome, SessionMap, SessionStore, PING_WHEN_IDLE_FOR,
+    moved_marker_ttl, ChangeSet, PoolSettings, SaveMode, SaveOutcome, SessionMap, SessionStore,
+    PING_WHEN_IDLE_FOR,
 };
 use crate::{error::StoreError, SessionId};
 
@@ -25,6 +26,31 @@ const MAX_KEY_LEN: usize = 250;
 const MAX_RELATIVE_TTL: u64 = 30 * 24 * 60 * 60;
 /// How many times a save re-reads and retries after another request changed the session.
 const CAS_ATTEMPTS: u32 = 64;
+/// The client flags of the marker a renew leaves at the old key (see
+/// [`MOVED_MARKER_TTL`](super::MOVED_MARKER_TTL)); sessions are stored with flags 0, as
+/// `sanic_session`'s Memcache interface stores them. Its value is an empty JSON object, so
+/// a client that ignores flags reads an empty session.
+const MOVED_FLAGS: u32 = 0x6d76;
+const MOVED_VALUE: &[u8] = b"{}";
+
+/// Whether an operation may be run again after its connection broke under it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Idempotent (a read, a TTL extension, a delete): once more, on a fresh connection.
+    OnceIfDropped,
+    /// A save: it may have been applied before the connection broke, so its outcome is
+    /// unknown and it must not be applied twice.
+    Never,
+}
+
+/// An item as a read with its CAS token found it.
+enum Item {
+    Record(SessionMap, u64),
+    /// The marker of a renewed session.
+    Moved,
+    /// Something that is not a session's JSON object: never written through.
+    Unreadable,
+}
 
 /// Sessions kept in Memcached: one item per session at `prefix + id` holding the JSON map of
 /// keys to values, the same layout as `sanic_session`'s Memcache interface.
@@ -219,7 +245,34 @@ impl MemcachedStore {
     }
 
     /// Runs `op` on a pooled client within the response timeout.
-    async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    ///
+    /// With [`Retry::OnceIfDropped`], an operation whose connection broke under it (the
+    /// server restarted, a proxy cut it) runs once more on a fresh connection, so a load
+    /// does not fail for a connection that was already dead; a timeout is not retried.
+    /// Whatever the operation, the pool's idle connections are dropped when one broke: what
+    /// broke one (a server restart, the end of the runtime it was opened on) most likely
+    /// broke them all, and each would otherwise fail one more request.
+    ///
+    /// `op` makes the operation, once per attempt.
+    async fn run<T, M, F>(&self, retry: Retry, op: M) -> Result<T, StoreError>
+    where
+        M: Fn() -> F,
+        F: AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
+    {
+        let result = self.run_once(op()).await;
+        match result {
+            Err(err) if connection_broke(&err) => {
+                self.pool.retain(|_, _| false);
+                match retry {
+                    Retry::OnceIfDropped => self.run_once(op()).await,
+                    Retry::Never => Err(err),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn run_once<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         F: AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
     {
@@ -290,6 +343,17 @@ fn store_error(err: McError) -> StoreError {
     }
 }
 
+/// Whether a store error is a connection that broke under an operation.
+fn connection_broke(err: &StoreError) -> bool {
+    match err {
+        StoreError::Unavailable(cause) => matches!(
+            cause.downcast_ref::<McError>(),
+            Some(McError::Io(_) | McError::ConnectionClosed)
+        ),
+        _ => false,
+    }
+}
+
 /// What a conditional write answered.
 enum Write {
     Done,
@@ -314,21 +378,26 @@ impl MemcachedStore {
         &self,
         client: &mut Client,
         key: &str,
-    ) -> Result<Option<(SessionMap, u64)>, StoreError> {
+    ) -> Result<Option<Item>, StoreError> {
         let Some(item) = client
-            .meta_get(key, false, None, Some(&["v", "c"]))
+            .meta_get(key, false, None, Some(&["v", "c", "f"]))
             .await
             .map_err(store_error)?
         else {
             return Ok(None);
         };
+        if item.flags == Some(MOVED_FLAGS) {
+            return Ok(Some(Item::Moved));
+        }
         let cas = item
             .cas
             .ok_or_else(|| StoreError::corrupt("memcached sent no CAS token"))?;
-        Ok(Some((
-            decode(item.data.as_deref().unwrap_or_default())?,
-            cas,
-        )))
+        Ok(Some(
+            match decode(item.data.as_deref().unwrap_or_default()) {
+                Ok(record) => Item::Record(record, cas),
+                Err(_) => Item::Unreadable,
+            },
+        ))
     }
 
     /// Writes `record` at `key`: with add when `cas` is `None`, else with compare-and-swap.
@@ -359,6 +428,25 @@ impl MemcachedStore {
         })
     }
 
+    /// Replaces the item at `key` with the moved marker, if it still has the CAS token `cas`.
+    async fn mark_moved(
+        &self,
+        client: &mut Client,
+        key: &str,
+        cas: u64,
+        ttl: Duration,
+    ) -> Result<Write, StoreError> {
+        let exptime = format!("T{}", expiry(moved_marker_ttl(ttl)));
+        let condition = format!("C{cas}");
+        let flags = format!("F{MOVED_FLAGS}");
+        let meta = [exptime.as_str(), condition.as_str(), flags.as_str()];
+        write_result(
+            client
+                .meta_set(key, MOVED_VALUE, false, None, Some(&meta))
+                .await,
+        )
+    }
+
     async fn delete_if(
         &self,
         client: &mut Client,
@@ -373,6 +461,26 @@ impl MemcachedStore {
         )
     }
 
+    /// The item at `key` with `changes` applied, and its CAS token; or the outcome that ends
+    /// the save with nothing written (gone, unreadable, moved, or a strict conflict).
+    async fn read_merged(
+        &self,
+        client: &mut Client,
+        key: &str,
+        changes: &ChangeSet,
+    ) -> Result<Result<(SessionMap, u64), SaveOutcome>, StoreError> {
+        let (mut record, cas) = match self.get_with_cas(client, key).await? {
+            Some(Item::Record(record, cas)) => (record, cas),
+            Some(Item::Moved) => return Ok(Err(SaveOutcome::Moved)),
+            Some(Item::Unreadable) | None => return Ok(Err(SaveOutcome::Gone)),
+        };
+        if changes.conflicts_with(&record) {
+            return Ok(Err(SaveOutcome::Conflict));
+        }
+        changes.apply_to(&mut record);
+        Ok(Ok((record, cas)))
+    }
+
     /// Merges `changes` onto the item at `key` with CAS, retrying on lost races.
     async fn merge(
         &self,
@@ -381,13 +489,10 @@ impl MemcachedStore {
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
         for _ in 0..CAS_ATTEMPTS {
-            let Some((mut record, cas)) = self.get_with_cas(client, key).await? else {
-                return Ok(SaveOutcome::Gone);
+            let (record, cas) = match self.read_merged(client, key, changes).await? {
+                Ok(merged) => merged,
+                Err(outcome) => return Ok(outcome),
             };
-            if changes.conflicts_with(&record) {
-                return Ok(SaveOutcome::Conflict);
-            }
-            changes.apply_to(&mut record);
             let (written, done) = if record.is_empty() {
                 (
                     self.delete_if(client, key, cas).await?,
@@ -429,52 +534,40 @@ impl fmt::Debug for MemcachedStore {
 impl SessionStore for MemcachedStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
         let key = self.key(id);
-        self.run(async |client| {
-            let item = client
-                .meta_get(&key, false, None, Some(&["v"]))
-                .await
-                .map_err(store_error)?;
-            item.map(|item| decode(item.data.as_deref().unwrap_or_default()))
-                .transpose()
-        })
-        .await
-    }
-
-    async fn load_and_touch(
-        &self,
-        id: &SessionId,
-        ttl: Duration,
-    ) -> Result<Option<SessionMap>, StoreError> {
-        let key = self.key(id);
-        let touch = format!("T{}", expiry(ttl));
-        self.run(async |client| {
-            let flags = ["v", touch.as_str()];
-            let item = client
-                .meta_get(&key, false, None, Some(&flags))
-                .await
-                .map_err(store_error)?;
-            item.map(|item| decode(item.data.as_deref().unwrap_or_default()))
-                .transpose()
+        self.run(Retry::OnceIfDropped, || {
+            async |client| {
+                let item = client
+                    .meta_get(&key, false, None, Some(&["v", "f"]))
+                    .await
+                    .map_err(store_error)?;
+                match item {
+                    Some(item) if item.flags == Some(MOVED_FLAGS) => Ok(None),
+                    Some(item) => decode(item.data.as_deref().unwrap_or_default()).map(Some),
+                    None => Ok(None),
+                }
+            }
         })
         .await
     }
 
     async fn save(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
         let key = self.key(id);
-        self.run(async |client| match changes.mode() {
-            SaveMode::Update => self.merge(client, &key, changes).await,
-            SaveMode::Create => {
-                let mut record = SessionMap::new();
-                changes.apply_to(&mut record);
-                if record.is_empty() {
-                    return Ok(SaveOutcome::Emptied);
+        self.run(Retry::Never, || {
+            async |client| match changes.mode() {
+                SaveMode::Update => self.merge(client, &key, changes).await,
+                SaveMode::Create => {
+                    let mut record = SessionMap::new();
+                    changes.apply_to(&mut record);
+                    if record.is_empty() {
+                        return Ok(SaveOutcome::Emptied);
+                    }
+                    Ok(
+                        match self.put(client, &key, &record, None, changes.ttl()).await? {
+                            Write::Done => SaveOutcome::Saved,
+                            Write::Lost | Write::Missing => SaveOutcome::IdTaken,
+                        },
+                    )
                 }
-                Ok(
-                    match self.put(client, &key, &record, None, changes.ttl()).await? {
-                        Write::Done => SaveOutcome::Saved,
-                        Write::Lost | Write::Missing => SaveOutcome::IdTaken,
-                    },
-                )
             }
         })
         .await
@@ -487,42 +580,42 @@ impl SessionStore for MemcachedStore {
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
         let (old, new) = (self.key(from), self.key(to));
-        self.run(async |client| {
-            for _ in 0..CAS_ATTEMPTS {
-                let Some((mut record, cas)) = self.get_with_cas(client, &old).await? else {
-                    return Ok(SaveOutcome::Gone);
-                };
-                if changes.conflicts_with(&record) {
-                    return Ok(SaveOutcome::Conflict);
-                }
-                changes.apply_to(&mut record);
-                if record.is_empty() {
-                    match self.delete_if(client, &old, cas).await? {
-                        Write::Done => return Ok(SaveOutcome::Emptied),
-                        Write::Missing => return Ok(SaveOutcome::Gone),
-                        Write::Lost => continue,
-                    }
-                }
-                match self.put(client, &new, &record, None, changes.ttl()).await? {
-                    Write::Done => {}
-                    Write::Lost | Write::Missing => return Ok(SaveOutcome::IdTaken),
-                }
-                // The old item must still be the one merged from; otherwise undo and retry.
-                match self.delete_if(client, &old, cas).await? {
-                    Write::Done => return Ok(SaveOutcome::Saved),
-                    outcome => {
-                        client
-                            .meta_delete(&new, false, None, None)
-                            .await
-                            .map_err(store_error)?;
-                        if matches!(outcome, Write::Missing) {
-                            return Ok(SaveOutcome::Gone);
+        self.run(Retry::Never, || {
+            async |client| {
+                for _ in 0..CAS_ATTEMPTS {
+                    let (record, cas) = match self.read_merged(client, &old, changes).await? {
+                        Ok(merged) => merged,
+                        Err(outcome) => return Ok(outcome),
+                    };
+                    if record.is_empty() {
+                        match self.delete_if(client, &old, cas).await? {
+                            Write::Done => return Ok(SaveOutcome::Emptied),
+                            Write::Missing => return Ok(SaveOutcome::Gone),
+                            Write::Lost => continue,
                         }
-                        backoff().await;
+                    }
+                    match self.put(client, &new, &record, None, changes.ttl()).await? {
+                        Write::Done => {}
+                        Write::Lost | Write::Missing => return Ok(SaveOutcome::IdTaken),
+                    }
+                    // The old item must still be the one merged from; then it becomes the
+                    // marker. Otherwise undo and retry.
+                    match self.mark_moved(client, &old, cas, changes.ttl()).await? {
+                        Write::Done => return Ok(SaveOutcome::Saved),
+                        outcome => {
+                            client
+                                .meta_delete(&new, false, None, None)
+                                .await
+                                .map_err(store_error)?;
+                            if matches!(outcome, Write::Missing) {
+                                return Ok(SaveOutcome::Gone);
+                            }
+                            backoff().await;
+                        }
                     }
                 }
+                Err(StoreError::Contended(CAS_ATTEMPTS))
             }
-            Err(StoreError::Contended(CAS_ATTEMPTS))
         })
         .await
     }
@@ -530,26 +623,39 @@ impl SessionStore for MemcachedStore {
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
         let key = self.key(id);
         let touch = format!("T{}", expiry(ttl));
-        self.run(async |client| {
-            // With no flag that returns something, a hit ("HD") reads as a miss.
-            let flags = ["c", touch.as_str()];
-            let item = client
-                .meta_get(&key, false, None, Some(&flags))
-                .await
-                .map_err(store_error)?;
-            Ok(item.is_some())
+        self.run(Retry::OnceIfDropped, || {
+            async |client| {
+                let flags = ["f", touch.as_str()];
+                let item = client
+                    .meta_get(&key, false, None, Some(&flags))
+                    .await
+                    .map_err(store_error)?;
+                match item {
+                    None => Ok(false),
+                    Some(item) if item.flags == Some(MOVED_FLAGS) => {
+                        // The touch extended a marker: give it back its own, shorter life.
+                        let marker = format!("T{}", expiry(moved_marker_ttl(ttl)));
+                        client
+                            .meta_get(&key, false, None, Some(&["f", marker.as_str()]))
+                            .await
+                            .map_err(store_error)?;
+                        Ok(false)
+                    }
+                    Some(_) => Ok(true),
+                }
+            }
         })
         .await
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         let key = self.key(id);
-        self.run(
+        self.run(Retry::OnceIfDropped, || {
             async |client| match client.meta_delete(&key, false, None, None).await {
                 Ok(_) | Err(McError::Protocol(Status::NotFound)) => Ok(()),
                 Err(err) => Err(store_error(err)),
-            },
-        )
+            }
+        })
         .await
     }
 }

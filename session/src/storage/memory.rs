@@ -4,20 +4,26 @@ use std::{
     cell::RefCell,
     fmt,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, PoisonError,
     },
     time::{Duration, Instant},
 };
 
-use moka::{sync::Cache, Expiry};
+use moka::{notification::RemovalCause, policy::EvictionPolicy, sync::Cache, Expiry};
 
-use super::{ChangeSet, ConflictPolicy, SaveMode, SaveOutcome, SessionMap, SessionStore};
+use super::{
+    moved_marker_ttl, ChangeSet, ConflictPolicy, SaveMode, SaveOutcome, SessionMap, SessionStore,
+};
 use crate::{error::StoreError, id::IdHashBuilder, SessionId};
 
 /// How many sessions a [`MemoryStore`] keeps by default before it evicts the least
 /// recently used ones.
 const DEFAULT_MAX_SESSIONS: u64 = 100_000;
+/// How much memory a [`MemoryStore`]'s sessions may take by default.
+const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// The largest session a [`MemoryStore`] keeps by default, as memcached's default item limit.
+const DEFAULT_MAX_SESSION_BYTES: usize = 1024 * 1024;
 
 /// Sessions kept in this process's memory.
 ///
@@ -29,7 +35,10 @@ const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware};
 /// use actix_web::{web, App, HttpServer};
 ///
-/// let store = MemoryStore::builder().max_sessions(10_000).build();
+/// let store = MemoryStore::builder()
+///     .max_sessions(10_000)
+///     .max_bytes(64 * 1024 * 1024)
+///     .build();
 /// let _server = HttpServer::new(move || {
 ///     App::new()
 ///         .wrap(SessionMiddleware::new(store.clone()))
@@ -37,18 +46,26 @@ const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 /// });
 /// ```
 ///
-/// The store is bounded: past [`max_sessions`](MemoryStoreBuilder::max_sessions) it evicts
-/// the sessions least likely to be used again, so a flood of new visitors cannot exhaust
-/// the process's memory. Each session expires one time to live after its last save or touch.
+/// The store is bounded in sessions and in bytes
+/// ([`max_sessions`](MemoryStoreBuilder::max_sessions),
+/// [`max_bytes`](MemoryStoreBuilder::max_bytes)): past either bound it evicts the least
+/// recently used sessions, so a flood of new visitors cannot exhaust the process's memory,
+/// and a session just created is always kept (it is the most recently used). A single
+/// session larger than [`max_session_bytes`](MemoryStoreBuilder::max_session_bytes) is
+/// refused with [`StoreError::TooLarge`]. Each session expires one time to live after its
+/// last save or touch.
 ///
 /// Each session sits behind its own lock, in a moka cache that bounds the store and drops
 /// idle entries: a save merges its changes under that lock, atomically, without writing to
-/// the cache, so saves of different sessions never wait for each other and a save of an
-/// existing session costs one cache read.
+/// the cache unless the session grew past what the cache counted for it, so saves of
+/// different sessions never wait for each other and a save of an existing session costs
+/// one cache read.
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<SessionId, Arc<Slot>, IdHashBuilder>,
     identity: Arc<()>,
+    weigher: Weigher,
+    max_session_bytes: usize,
 }
 
 thread_local! {
@@ -62,33 +79,64 @@ struct Slot {
     state: Mutex<SlotState>,
     /// The time to live of the last write, in milliseconds, for the cache's own expiry.
     ttl_ms: AtomicU64,
+    /// What the cache counts for this slot against its bound, as last weighed.
+    weight: AtomicU32,
 }
 
 struct SlotState {
     data: Record,
-    /// The session is gone after this instant.
+    /// The session (or the marker of a moved one) is gone after this instant.
     deadline: Instant,
-    /// Deleted (purged, emptied, renewed away): a request still holding the slot must not
-    /// write to it.
-    dead: bool,
+    life: Life,
+}
+
+/// Where a slot stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Alive,
+    /// Renewed to another id: the slot is the marker that makes late saves answer
+    /// [`SaveOutcome::Moved`]; it holds no data.
+    Moved,
+    /// Deleted (purged, emptied, evicted): a request still holding the slot must not write
+    /// to it.
+    Dead,
+}
+
+/// A slot, as an operation finds it.
+enum Found<'a> {
+    Alive(MutexGuard<'a, SlotState>),
+    Moved,
+    Gone,
 }
 
 impl Slot {
-    fn new(data: Record, ttl: Duration) -> Self {
+    fn new(data: Record, ttl: Duration, weight: u32) -> Self {
         Self {
             state: Mutex::new(SlotState {
                 data,
                 deadline: Instant::now() + ttl,
-                dead: false,
+                life: Life::Alive,
             }),
             ttl_ms: AtomicU64::new(as_millis(ttl)),
+            weight: AtomicU32::new(weight),
         }
     }
 
-    /// The state, if the session is still alive.
-    fn alive(&self) -> Option<MutexGuard<'_, SlotState>> {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        (!state.dead && state.deadline > Instant::now()).then_some(state)
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The slot's state, for an operation on the session.
+    fn find(&self) -> Found<'_> {
+        let state = self.lock();
+        if state.deadline <= Instant::now() {
+            return Found::Gone;
+        }
+        match state.life {
+            Life::Alive => Found::Alive(state),
+            Life::Moved => Found::Moved,
+            Life::Dead => Found::Gone,
+        }
     }
 
     /// Moves the deadline one `ttl` from now. True when `ttl` is longer than the last one:
@@ -101,10 +149,7 @@ impl Slot {
     }
 
     fn kill(&self) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .dead = true;
+        self.lock().life = Life::Dead;
     }
 
     fn ttl(&self) -> Duration {
@@ -139,6 +184,37 @@ impl Record {
         map
     }
 
+    /// The session's size as the size limit counts it: its keys and JSON values.
+    fn size(&self) -> usize {
+        self.0.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// The size once `changes` are applied.
+    fn size_after(&self, changes: &ChangeSet) -> usize {
+        let mut size = self.size();
+        for change in changes.changes() {
+            if let Some(old) = self.get(change.key()) {
+                size -= change.key().len() + old.len();
+            }
+            if let Some(new) = change.value() {
+                size += change.key().len() + new.len();
+            }
+        }
+        size
+    }
+
+    /// The heap memory the record holds, allocator rounding included (16 bytes per block).
+    fn heap_bytes(&self) -> usize {
+        const PER_BLOCK: usize = 16;
+        let list = self.0.capacity() * std::mem::size_of::<(String, String)>() + PER_BLOCK;
+        let strings: usize = self
+            .0
+            .iter()
+            .map(|(k, v)| k.capacity() + v.capacity() + 2 * PER_BLOCK)
+            .sum();
+        list + strings
+    }
+
     /// Whether a save under the strict policy must be refused (see [`ChangeSet`]).
     fn conflicts_with(&self, changes: &ChangeSet) -> bool {
         changes.policy() == ConflictPolicy::Strict
@@ -164,6 +240,35 @@ impl Record {
                 (None, None) => {}
             }
         }
+    }
+}
+
+/// What a session counts against the cache's bound, so that one bound in bytes keeps both
+/// of the store's bounds: every session weighs at least `max_bytes / max_sessions`, so no
+/// more than `max_sessions` fit, and otherwise its memory, so no more than `max_bytes` of
+/// them fit.
+#[derive(Debug, Clone, Copy)]
+struct Weigher {
+    floor: u32,
+}
+
+impl Weigher {
+    /// What a session costs beyond its record's heap memory: the slot, its `Arc`, the id,
+    /// and moka's entry, hash table slot and queue nodes. Measured with
+    /// `cargo run --release -p bench --bin memory -- 1000000`: 1,000,000 one-key sessions
+    /// take 610 bytes each (582 MiB), of which the record's heap is about 100.
+    const SESSION_OVERHEAD: usize = 520;
+
+    fn new(max_bytes: u64, max_sessions: u64) -> Self {
+        let floor = max_bytes.div_ceil(max_sessions.max(1));
+        Self {
+            floor: u32::try_from(floor).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn weigh(self, record: &Record) -> u32 {
+        let bytes = Self::SESSION_OVERHEAD + record.heap_bytes();
+        u32::try_from(bytes).unwrap_or(u32::MAX).max(self.floor)
     }
 }
 
@@ -203,47 +308,88 @@ impl Expiry<SessionId, Arc<Slot>> for IdleExpiry {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MemoryStoreBuilder {
-    max_sessions: u64,
+    sessions: u64,
+    bytes: u64,
+    session_bytes: usize,
 }
 
 impl MemoryStoreBuilder {
     /// The most sessions the store keeps (100,000 by default). Past it, the least recently
     /// used sessions are evicted, so memory stays bounded whatever clients do.
     pub fn max_sessions(mut self, max_sessions: u64) -> Self {
-        self.max_sessions = max_sessions;
+        self.sessions = max_sessions;
+        self
+    }
+
+    /// The most memory the store's sessions may take, in bytes (256 MiB by default): their
+    /// keys and values, and about 520 bytes of bookkeeping each. Past it, the least recently
+    /// used sessions are evicted.
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.bytes = max_bytes;
+        self
+    }
+
+    /// The largest session the store keeps, counted as the length of its keys and JSON
+    /// values (1 MiB by default, memcached's default item limit). A save that would make a
+    /// session larger is refused with [`StoreError::TooLarge`] (a 500, logged) and leaves the
+    /// stored session as it was.
+    pub fn max_session_bytes(mut self, max_session_bytes: usize) -> Self {
+        self.session_bytes = max_session_bytes;
         self
     }
 
     /// Builds the store.
     #[must_use]
     pub fn build(self) -> MemoryStore {
+        let weigher = Weigher::new(self.bytes, self.sessions.max(1));
         MemoryStore {
             cache: Cache::builder()
-                .max_capacity(self.max_sessions)
+                .max_capacity(self.bytes)
+                .weigher(|_, slot: &Arc<Slot>| slot.weight.load(Ordering::Relaxed))
+                // Least recently used: a new session is the most recent, so it is kept.
+                // moka's default (TinyLFU) refuses new entries once the cache is full.
+                .eviction_policy(EvictionPolicy::lru())
                 .expire_after(IdleExpiry)
                 // A slot the cache lets go of is dead: a request that still holds it (from
-                // its load) must find it so, not write into a session nobody can read.
-                .eviction_listener(|_, slot: Arc<Slot>, _| slot.kill())
+                // its load) must find it so, not write into a session nobody can read. A
+                // slot replaced by itself (weighed again) stays as it is.
+                .eviction_listener(|_, slot: Arc<Slot>, cause| {
+                    if cause != RemovalCause::Replaced {
+                        slot.kill();
+                    }
+                })
                 .build_with_hasher(IdHashBuilder::default()),
             identity: Arc::new(()),
+            weigher,
+            max_session_bytes: self.session_bytes,
         }
     }
 }
 
 impl MemoryStore {
-    /// A builder, to set the bound.
+    /// A builder, to set the bounds.
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
-            max_sessions: DEFAULT_MAX_SESSIONS,
+            sessions: DEFAULT_MAX_SESSIONS,
+            bytes: DEFAULT_MAX_BYTES,
+            session_bytes: DEFAULT_MAX_SESSION_BYTES,
         }
     }
 
-    /// How many sessions the store holds. Approximate: evictions and expiries are applied
-    /// in batches; call [`run_pending_tasks`](Self::run_pending_tasks) first for a settled
-    /// figure.
+    /// How many sessions the store holds (and markers of renewed ones). Approximate:
+    /// evictions and expiries are applied in batches; call
+    /// [`run_pending_tasks`](Self::run_pending_tasks) first for a settled figure.
     #[must_use]
     pub fn session_count(&self) -> u64 {
         self.cache.entry_count()
+    }
+
+    /// What the stored sessions count against [`max_bytes`](MemoryStoreBuilder::max_bytes):
+    /// their memory, or `max_bytes / max_sessions` for those smaller than that. Approximate,
+    /// as [`session_count`](Self::session_count).
+    #[must_use]
+    pub fn weighted_bytes(&self) -> u64 {
+        self.cache.weighted_size()
     }
 
     /// Applies pending evictions and expiries now, instead of at the next batch.
@@ -253,10 +399,7 @@ impl MemoryStore {
 
     /// Drops a session's slot from the cache after marking it dead.
     fn remove(&self, id: &SessionId, slot: &Slot) {
-        slot.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .dead = true;
+        slot.kill();
         self.cache.invalidate(id);
     }
 
@@ -298,12 +441,43 @@ impl MemoryStore {
         }
     }
 
-    /// Stores a new session under `id`, unless a session is there.
+    /// Writes the slot to the cache again when its weight moved far from what the cache
+    /// counts (grew past it, or fell under half of it), so the bound in bytes holds; this
+    /// also sets the cache's expiry again. Call it without holding the slot's lock: the
+    /// cache may evict, and eviction locks the evicted slot.
+    fn reweigh(&self, id: &SessionId, slot: &Arc<Slot>, weight: u32, longer: bool) {
+        let counted = slot.weight.load(Ordering::Relaxed);
+        if weight > counted || weight < counted / 2 {
+            self.reinsert(id, slot, weight);
+        } else {
+            self.rearm_if(longer, id);
+        }
+    }
+
+    /// Writes the slot to the cache again with a new weight, and its time to live.
+    fn reinsert(&self, id: &SessionId, slot: &Arc<Slot>, weight: u32) {
+        slot.weight.store(weight, Ordering::Relaxed);
+        self.cache.insert(*id, Arc::clone(slot));
+    }
+
+    /// Refuses a session over the size limit.
+    fn check_size(&self, size: usize) -> Result<(), StoreError> {
+        if size > self.max_session_bytes {
+            return Err(StoreError::TooLarge {
+                size,
+                limit: self.max_session_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores a new session under `id`, unless something is there.
     fn create(&self, id: &SessionId, data: Record, ttl: Duration) -> bool {
+        let weight = self.weigher.weigh(&data);
         let entry = self
             .cache
             .entry(*id)
-            .or_insert_with(|| Arc::new(Slot::new(data, ttl)));
+            .or_insert_with(|| Arc::new(Slot::new(data, ttl, weight)));
         entry.is_fresh()
     }
 }
@@ -318,7 +492,9 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("sessions", &self.cache.entry_count())
-            .field("max_sessions", &self.cache.policy().max_capacity())
+            .field("weighted_bytes", &self.cache.weighted_size())
+            .field("max_bytes", &self.cache.policy().max_capacity())
+            .field("max_session_bytes", &self.max_session_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -328,30 +504,17 @@ impl SessionStore for MemoryStore {
         let Some(slot) = self.lookup(id) else {
             return Ok(None);
         };
-        let data = slot.alive().map(|state| state.data.to_map());
-        if data.is_none() {
-            self.remove(id, &slot);
-        } else {
-            self.remember(id, slot);
-        }
-        Ok(data)
-    }
-
-    async fn load_and_touch(
-        &self,
-        id: &SessionId,
-        ttl: Duration,
-    ) -> Result<Option<SessionMap>, StoreError> {
-        let Some(slot) = self.lookup(id) else {
-            return Ok(None);
+        let data = match slot.find() {
+            Found::Alive(state) => state.data.to_map(),
+            // The marker of a renewed session stays, for the requests still in flight.
+            Found::Moved => return Ok(None),
+            Found::Gone => {
+                self.remove(id, &slot);
+                return Ok(None);
+            }
         };
-        let mut longer = false;
-        let data = slot.alive().map(|mut state| {
-            longer = slot.extend(&mut state, ttl);
-            state.data.to_map()
-        });
-        self.rearm_if(longer, id);
-        Ok(data)
+        self.remember(id, slot);
+        Ok(Some(data))
     }
 
     async fn save(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
@@ -360,6 +523,7 @@ impl SessionStore for MemoryStore {
             if data.conflicts_with(changes) {
                 return Ok(SaveOutcome::Conflict);
             }
+            self.check_size(data.size_after(changes))?;
             data.apply(changes);
             if data.is_empty() {
                 return Ok(SaveOutcome::Emptied);
@@ -374,26 +538,27 @@ impl SessionStore for MemoryStore {
         let Some(slot) = self.slot(id) else {
             return Ok(SaveOutcome::Gone);
         };
-        let extended = {
-            let Some(mut state) = slot.alive() else {
-                return Ok(SaveOutcome::Gone);
+        let (weight, longer) = {
+            let mut state = match slot.find() {
+                Found::Alive(state) => state,
+                Found::Moved => return Ok(SaveOutcome::Moved),
+                Found::Gone => return Ok(SaveOutcome::Gone),
             };
             if state.data.conflicts_with(changes) {
                 return Ok(SaveOutcome::Conflict);
             }
+            self.check_size(state.data.size_after(changes))?;
             state.data.apply(changes);
             if state.data.is_empty() {
-                state.dead = true;
-                None
-            } else {
-                Some(slot.extend(&mut state, changes.ttl()))
+                state.life = Life::Dead;
+                drop(state);
+                self.cache.invalidate(id);
+                return Ok(SaveOutcome::Emptied);
             }
+            let longer = slot.extend(&mut state, changes.ttl());
+            (self.weigher.weigh(&state.data), longer)
         };
-        let Some(longer) = extended else {
-            self.cache.invalidate(id);
-            return Ok(SaveOutcome::Emptied);
-        };
-        self.rearm_if(longer, id);
+        self.reweigh(id, &slot, weight, longer);
         Ok(SaveOutcome::Saved)
     }
 
@@ -406,32 +571,42 @@ impl SessionStore for MemoryStore {
         let Some(slot) = self.slot(from) else {
             return Ok(SaveOutcome::Gone);
         };
-        let merged = {
-            let Some(mut state) = slot.alive() else {
-                return Ok(SaveOutcome::Gone);
+        let (old, merged) = {
+            let mut state = match slot.find() {
+                Found::Alive(state) => state,
+                Found::Moved => return Ok(SaveOutcome::Moved),
+                Found::Gone => return Ok(SaveOutcome::Gone),
             };
             if state.data.conflicts_with(changes) {
                 return Ok(SaveOutcome::Conflict);
             }
+            self.check_size(state.data.size_after(changes))?;
             let mut merged = state.data.clone();
             merged.apply(changes);
-            // From here on no request may write to the old id.
-            state.dead = true;
-            merged
+            if merged.is_empty() {
+                state.life = Life::Dead;
+                drop(state);
+                self.cache.invalidate(from);
+                return Ok(SaveOutcome::Emptied);
+            }
+            // From here on no request may write to the old id: it is the marker.
+            state.life = Life::Moved;
+            (std::mem::take(&mut state.data), merged)
         };
-        if merged.is_empty() {
-            self.cache.invalidate(from);
-            return Ok(SaveOutcome::Emptied);
-        }
         if !self.create(to, merged, changes.ttl()) {
             // A random 122-bit id collided: keep the old session; the caller retries.
-            slot.state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .dead = false;
+            let mut state = slot.lock();
+            state.data = old;
+            state.life = Life::Alive;
             return Ok(SaveOutcome::IdTaken);
         }
-        self.cache.invalidate(from);
+        let marker_ttl = moved_marker_ttl(changes.ttl());
+        {
+            let mut state = slot.lock();
+            slot.extend(&mut state, marker_ttl);
+        }
+        // Weighed again as an empty marker, with the marker's time to live.
+        self.reinsert(from, &slot, self.weigher.weigh(&Record::default()));
         Ok(SaveOutcome::Saved)
     }
 
@@ -439,9 +614,12 @@ impl SessionStore for MemoryStore {
         let Some(slot) = self.slot(id) else {
             return Ok(false);
         };
-        let longer = slot.alive().map(|mut state| slot.extend(&mut state, ttl));
-        self.rearm_if(longer == Some(true), id);
-        Ok(longer.is_some())
+        let longer = match slot.find() {
+            Found::Alive(mut state) => slot.extend(&mut state, ttl),
+            Found::Moved | Found::Gone => return Ok(false),
+        };
+        self.rearm_if(longer, id);
+        Ok(true)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {

@@ -7,19 +7,25 @@
 //! request. Every store keeps the same rules, checked by one conformance suite:
 //!
 //! - [`load`](SessionStore::load) returns the record, or `None` when the store does not
-//!   know the id (never, expired, deleted).
+//!   know the id (never, expired, deleted, or renewed away). A record the store holds but
+//!   cannot read at all (a value of another type, an item that is not a JSON object) is
+//!   [`StoreError::Corrupt`]: the middleware then treats the id as unknown.
 //! - [`save`](SessionStore::save) applies a [`ChangeSet`] atomically. With
 //!   [`SaveMode::Create`] it writes only where no record exists
 //!   ([`SaveOutcome::IdTaken`] otherwise); with [`SaveMode::Update`] it writes only where the
-//!   record still exists ([`SaveOutcome::Gone`] otherwise). Under
+//!   record still exists and can be read ([`SaveOutcome::Gone`] otherwise, or
+//!   [`SaveOutcome::Moved`] when the record was renewed to another id). Under
 //!   [`ConflictPolicy::Strict`] a change whose key no longer holds the value it had at load
 //!   refuses the whole save ([`SaveOutcome::Conflict`]). A record left with no keys is
 //!   deleted ([`SaveOutcome::Emptied`]). A save sets the record's time to live.
 //! - [`renew`](SessionStore::renew) moves a record to a new id, applying a change set on
-//!   the way, and deletes the old id.
-//! - [`touch`](SessionStore::touch) resets the time to live without writing data, and
-//!   [`load_and_touch`](SessionStore::load_and_touch) does it while loading.
-//! - [`delete`](SessionStore::delete) removes the record.
+//!   the way, and leaves a marker at the old id for [`MOVED_MARKER_TTL`] (at most the
+//!   session's TTL): a save or renew of the old id answers [`SaveOutcome::Moved`] then, so
+//!   a request that loaded the session before the renew learns that it moved, and its
+//!   changes never reach the renewed session. A load of the old id finds nothing.
+//! - [`touch`](SessionStore::touch) resets the time to live without writing data; it is
+//!   `false`, and extends nothing, for an id that is unknown or renewed away.
+//! - [`delete`](SessionStore::delete) removes whatever is stored at the id, marker included.
 
 use std::{collections::HashMap, future::Future, time::Duration};
 
@@ -83,6 +89,19 @@ impl PoolSettings {
 
 /// A session's stored record: each session key with its value as JSON text.
 pub type SessionMap = HashMap<String, String>;
+
+/// How long the old id of a renewed session stays marked as moved: a request still in flight
+/// on it when the session was renewed (an asset, an XHR sent before the log-in answered)
+/// gets [`SaveOutcome::Moved`] from its save for this long, and a 409 from the middleware,
+/// instead of having its changes dropped silently. Later, the old id is simply unknown. A
+/// session whose TTL is shorter keeps the marker for its TTL.
+pub const MOVED_MARKER_TTL: Duration = Duration::from_mins(5);
+
+/// The marker's time to live for a session whose TTL is `ttl`.
+#[cfg(any(feature = "memory", feature = "redis", feature = "memcached"))]
+pub(crate) fn moved_marker_ttl(ttl: Duration) -> Duration {
+    ttl.min(MOVED_MARKER_TTL)
+}
 
 /// How to resolve two requests that change the same key of one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -229,8 +248,12 @@ pub enum SaveOutcome {
     Saved,
     /// The changes left the record without keys, and it was deleted.
     Emptied,
-    /// An update found no record (deleted or expired since the load): nothing was written.
+    /// An update found no record (deleted or expired since the load), or one it cannot read:
+    /// nothing was written.
     Gone,
+    /// An update or renew found the marker a renew left: the session moved to another id
+    /// since the load. Nothing was written, and the new id is not revealed.
+    Moved,
     /// Under the strict policy, a changed key no longer held the value seen at load:
     /// nothing was written.
     Conflict,
@@ -243,36 +266,18 @@ pub enum SaveOutcome {
 /// A store is cheap to clone; clones share the same data, so one store can serve every
 /// worker of an `HttpServer`. The module docs list the rules each operation keeps.
 pub trait SessionStore: Clone + Send + Sync + 'static {
-    /// Reads a session's record; `None` when the store does not know the id.
+    /// Reads a session's record; `None` when the store does not know the id, or the id was
+    /// renewed away.
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when the store is unreachable or holds data it cannot read.
+    /// [`StoreError::Corrupt`] when the store holds something at the id that it cannot read
+    /// as a record (the middleware treats the id as unknown); another [`StoreError`] when the
+    /// store is unreachable.
     fn load(
         &self,
         id: &SessionId,
     ) -> impl Future<Output = Result<Option<SessionMap>, StoreError>> + Send;
-
-    /// Reads a session's record and resets its time to live, for
-    /// [`TtlExtension::OnEveryRequest`](crate::TtlExtension::OnEveryRequest). The default
-    /// calls [`load`](Self::load), then [`touch`](Self::touch); a store that can do both in
-    /// one round-trip should.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`] when the store is unreachable or holds data it cannot read.
-    fn load_and_touch(
-        &self,
-        id: &SessionId,
-        ttl: Duration,
-    ) -> impl Future<Output = Result<Option<SessionMap>, StoreError>> + Send {
-        async move {
-            match self.load(id).await? {
-                Some(record) if self.touch(id, ttl).await? => Ok(Some(record)),
-                _ => Ok(None),
-            }
-        }
-    }
 
     /// Applies a change set to a session atomically (see the module docs).
     ///
@@ -286,8 +291,11 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send;
 
     /// Moves the record of `from` to `to`, applying `changes` on the way (`to` is a fresh
-    /// id), and deletes `from`. [`SaveOutcome::Gone`] when `from` no longer exists; nothing
-    /// is written then.
+    /// id), and leaves a marker at `from` that makes later saves and renews of it answer
+    /// [`SaveOutcome::Moved`] (see [`MOVED_MARKER_TTL`]). [`SaveOutcome::Gone`] when `from` no
+    /// longer exists, [`SaveOutcome::Moved`] when it was renewed already; nothing is written
+    /// then. Changes that leave no key delete `from` without a marker
+    /// ([`SaveOutcome::Emptied`]), as a purge would.
     ///
     /// # Errors
     ///
@@ -300,7 +308,7 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send;
 
     /// Resets the time to live of a record without changing its data; `false` when the
-    /// record does not exist.
+    /// record does not exist or was renewed away (the marker is not extended).
     ///
     /// # Errors
     ///
@@ -311,7 +319,8 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Deletes a record; deleting an unknown id is not an error.
+    /// Deletes whatever is stored at the id (a record, a marker, or data it cannot read);
+    /// deleting an unknown id is not an error.
     ///
     /// # Errors
     ///

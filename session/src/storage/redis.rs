@@ -14,14 +14,14 @@ use deadpool_redis::{
     redis::{
         aio::{ConnectionLike, MultiplexedConnection},
         from_redis_value, AsyncConnectionConfig, Client, Cmd, FromRedisValue, IntoConnectionInfo,
-        Pipeline, RedisError, Script, Value,
+        RedisError, Script, Value,
     },
     Runtime,
 };
 
 use super::{
-    ChangeSet, ConflictPolicy, PoolSettings, SaveMode, SaveOutcome, SessionMap, SessionStore,
-    PING_WHEN_IDLE_FOR,
+    moved_marker_ttl, ChangeSet, ConflictPolicy, PoolSettings, SaveMode, SaveOutcome, SessionMap,
+    SessionStore, PING_WHEN_IDLE_FOR,
 };
 use crate::{error::StoreError, SessionId};
 
@@ -66,8 +66,30 @@ struct Hot {
     last_used: Instant,
 }
 
-/// The save script: applies a change set atomically.
+/// The save script: applies a change set atomically, or extends a TTL.
 const SAVE_SCRIPT: &str = include_str!("redis/save.lua");
+
+/// The hash field of the marker a renew leaves at the old key (see
+/// [`MOVED_MARKER_TTL`](super::MOVED_MARKER_TTL)); the same name as `MOVED` in the save
+/// script. Session keys cannot start with NUL, so no session has this field.
+const MOVED_FIELD: &[u8] = b"\0moved";
+
+/// What the save script is asked to do.
+#[derive(Clone, Copy)]
+enum ScriptOp<'a> {
+    Save(&'a ChangeSet),
+    Touch(Duration),
+}
+
+/// Whether a command may be sent again after the connection broke under it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Idempotent (a read, a TTL extension, a delete): once more, on a fresh connection.
+    OnceIfDropped,
+    /// A save: it may have been applied before the connection broke, so its outcome is
+    /// unknown and it must not be applied twice.
+    Never,
+}
 
 #[derive(Clone)]
 enum Pool {
@@ -320,21 +342,30 @@ impl RedisStore {
 
     /// Sends one command and reads its answer. The connection's own future is boxed, so
     /// this future stays small: the middleware holds it across a request.
-    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        let (mut conn, broken) = self.connection().await?;
-        let answer = conn
+    ///
+    /// With [`Retry::OnceIfDropped`], a command whose connection broke under it (the server
+    /// restarted, `CLIENT KILL`, a proxy cut it) is sent once more on a fresh connection, so
+    /// a load does not fail for a connection that was already dead; a timeout is not
+    /// retried.
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd, retry: Retry) -> Result<T, StoreError> {
+        let (mut conn, mut broken) = self.connection().await?;
+        let mut answer = conn
             .req_packed_command(cmd)
             .await
             .and_then(Value::extract_error);
+        if let Err(err) = &answer {
+            if retry == Retry::OnceIfDropped && connection_broke(err) {
+                broken.store(true, Ordering::Relaxed);
+                let (mut conn, fresh) = self.connection().await?;
+                broken = fresh;
+                answer = conn
+                    .req_packed_command(cmd)
+                    .await
+                    .and_then(Value::extract_error);
+            }
+        }
         let value = answer.map_err(|err| Self::failure(err, Some(&broken)))?;
         from_redis_value(value).map_err(|err| Self::failure(err.into(), None))
-    }
-
-    /// Sends a pipeline (only `load_and_touch` does).
-    async fn query_pipeline<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
-        let (mut conn, broken) = self.connection().await?;
-        let answer: Result<T, RedisError> = Box::pin(pipe.query_async(&mut conn)).await;
-        answer.map_err(|err| Self::failure(err, Some(&broken)))
     }
 
     /// The store error for a Redis error; flags the connection when the error broke it.
@@ -353,7 +384,7 @@ impl RedisStore {
         &self,
         key: String,
         target: Option<String>,
-        changes: &ChangeSet,
+        op: ScriptOp<'_>,
     ) -> Result<SaveOutcome, StoreError> {
         let script_cmd = |verb: &str, script: &str| {
             let mut cmd = deadpool_redis::redis::cmd(verb);
@@ -363,20 +394,24 @@ impl RedisStore {
             if let Some(target) = &target {
                 cmd.arg(target);
             }
-            let mode = match changes.mode() {
-                SaveMode::Create => "c",
-                SaveMode::Update => "u",
-            };
-            let strict = if changes.policy() == ConflictPolicy::Strict {
-                "1"
-            } else {
-                "0"
+            let (mode, strict, ttl, changes) = match op {
+                ScriptOp::Touch(ttl) => ("t", false, ttl, &[][..]),
+                ScriptOp::Save(changes) => (
+                    match changes.mode() {
+                        SaveMode::Create => "c",
+                        SaveMode::Update => "u",
+                    },
+                    changes.policy() == ConflictPolicy::Strict,
+                    changes.ttl(),
+                    changes.changes(),
+                ),
             };
             cmd.arg(mode)
-                .arg(strict)
-                .arg(millis(changes.ttl()))
-                .arg(changes.changes().len());
-            for change in changes.changes() {
+                .arg(if strict { "1" } else { "0" })
+                .arg(millis(ttl))
+                .arg(millis(moved_marker_ttl(ttl)))
+                .arg(changes.len());
+            for change in changes {
                 let (op, value) = match change.value() {
                     Some(value) => ("s", value),
                     None => ("d", ""),
@@ -393,13 +428,19 @@ impl RedisStore {
             }
             cmd
         };
-        let status: String = match self.query(&script_cmd("EVALSHA", &self.script_sha)).await {
+        // A touch changes nothing but a TTL: it may be sent again if the connection broke.
+        let retry = match op {
+            ScriptOp::Touch(_) => Retry::OnceIfDropped,
+            ScriptOp::Save(_) => Retry::Never,
+        };
+        let sha = script_cmd("EVALSHA", &self.script_sha);
+        let status: String = match self.query(&sha, retry).await {
             Err(StoreError::Unavailable(err))
                 if err
                     .downcast_ref::<RedisError>()
                     .is_some_and(|e| e.code() == Some("NOSCRIPT")) =>
             {
-                self.query(&script_cmd("EVAL", SAVE_SCRIPT)).await?
+                self.query(&script_cmd("EVAL", SAVE_SCRIPT), retry).await?
             }
             other => other?,
         };
@@ -407,6 +448,7 @@ impl RedisStore {
             "saved" => Ok(SaveOutcome::Saved),
             "emptied" => Ok(SaveOutcome::Emptied),
             "gone" => Ok(SaveOutcome::Gone),
+            "moved" => Ok(SaveOutcome::Moved),
             "conflict" => Ok(SaveOutcome::Conflict),
             "taken" => Ok(SaveOutcome::IdTaken),
             other => Err(StoreError::corrupt(format!(
@@ -414,6 +456,13 @@ impl RedisStore {
             ))),
         }
     }
+}
+
+/// Whether a command failed because its connection broke (rather than timing out, or Redis
+/// answering with an error).
+fn connection_broke(err: &RedisError) -> bool {
+    !err.is_timeout()
+        && (err.is_connection_dropped() || err.is_io_error() || err.is_unrecoverable_error())
 }
 
 /// Which [`StoreError`] a Redis error is: data Redis holds but we cannot read, or Redis
@@ -432,17 +481,21 @@ fn classify(err: &RedisError) -> fn(RedisError) -> StoreError {
     }
 }
 
-/// The session record from `HGETALL`'s answer; `None` for no hash.
-fn into_record(fields: Vec<(String, Vec<u8>)>) -> Option<SessionMap> {
-    if fields.is_empty() {
+/// The session record from `HGETALL`'s answer; `None` for no hash, or the marker a renew
+/// left.
+fn into_record(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Option<SessionMap> {
+    if fields.is_empty() || fields.iter().any(|(name, _)| name == MOVED_FIELD) {
         return None;
     }
-    // A value that is not UTF-8 is not JSON either: keep it, lossily, so that reading that
-    // one key fails with a clear error and the other keys still read.
-    let record = fields.into_iter().map(|(key, value)| {
+    let record = fields.into_iter().filter_map(|(name, value)| {
+        // A field whose name is not UTF-8 is no key a session can name: it is left out (and
+        // left alone in Redis), and the other keys read.
+        let name = String::from_utf8(name).ok()?;
+        // A value that is not UTF-8 is not JSON either: keep it, lossily, so that reading
+        // that one key fails with a clear error and the other keys still read.
         let value = String::from_utf8(value)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        (key, value)
+        Some((name, value))
     });
     Some(record.collect())
 }
@@ -467,31 +520,18 @@ impl fmt::Debug for RedisStore {
 
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
-        let fields: Vec<(String, Vec<u8>)> = self
-            .query(deadpool_redis::redis::cmd("HGETALL").arg(self.key(id)))
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = self
+            .query(
+                deadpool_redis::redis::cmd("HGETALL").arg(self.key(id)),
+                Retry::OnceIfDropped,
+            )
             .await?;
         Ok(into_record(fields))
     }
 
-    async fn load_and_touch(
-        &self,
-        id: &SessionId,
-        ttl: Duration,
-    ) -> Result<Option<SessionMap>, StoreError> {
-        let key = self.key(id);
-        let mut pipe = deadpool_redis::redis::pipe();
-        pipe.atomic()
-            .cmd("HGETALL")
-            .arg(&key)
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(millis(ttl));
-        let (fields, _): (Vec<(String, Vec<u8>)>, bool) = self.query_pipeline(&pipe).await?;
-        Ok(into_record(fields))
-    }
-
     async fn save(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
-        self.apply(self.key(id), None, changes).await
+        self.apply(self.key(id), None, ScriptOp::Save(changes))
+            .await
     }
 
     async fn renew(
@@ -506,21 +546,20 @@ impl SessionStore for RedisStore {
             changes.policy(),
             changes.ttl(),
         );
-        self.apply(self.key(from), Some(self.key(to)), &update)
+        self.apply(self.key(from), Some(self.key(to)), ScriptOp::Save(&update))
             .await
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        self.query(
-            deadpool_redis::redis::cmd("PEXPIRE")
-                .arg(self.key(id))
-                .arg(millis(ttl)),
-        )
-        .await
+        let outcome = self.apply(self.key(id), None, ScriptOp::Touch(ttl)).await?;
+        Ok(outcome == SaveOutcome::Saved)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.query(deadpool_redis::redis::cmd("DEL").arg(self.key(id)))
-            .await
+        self.query(
+            deadpool_redis::redis::cmd("DEL").arg(self.key(id)),
+            Retry::OnceIfDropped,
+        )
+        .await
     }
 }
