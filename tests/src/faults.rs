@@ -120,3 +120,71 @@ pub async fn an_unreadable_record_is_an_unknown_id<S: SessionStore>(
         Some(String::new())
     );
 }
+
+/// An outage under load is a few log lines, not one per request: the first failure in full,
+/// each cause once, then at most a summary every few seconds, and one line when the store
+/// answers again, with the count of failures not reported one by one.
+pub async fn an_outage_is_logged_in_a_few_lines<S: SessionStore>(
+    store: S,
+    server: &mut ServerProcess,
+) {
+    let (logs, _guard) = crate::logs::Logs::capture();
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = get(&app, "/counter", None).await.id();
+    server.stop();
+    let started = Instant::now();
+    for _ in 0..300 {
+        let reply = get(&app, "/counter", Some(id.as_str())).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let took = started.elapsed();
+    server.start();
+    assert_eq!(get(&app, "/counter", None).await.status, StatusCode::OK);
+    let errors = logs.errors();
+    println!("300 failed requests in {took:?}: {errors:#?}");
+    // One line, plus one summary per 5 s the failures went on.
+    let most = 1 + usize::try_from(took.as_secs() / 5).unwrap();
+    assert!(
+        (1..=most).contains(&errors.len()),
+        "{} error lines for 300 failures in {took:?}",
+        errors.len()
+    );
+    for line in &errors {
+        crate::logs::assert_each_cause_once(line);
+    }
+    let over: Vec<_> = logs
+        .lines()
+        .into_iter()
+        .filter(|line| line.contains("the store answers again"))
+        .collect();
+    assert_eq!(over.len(), 1, "{:#?}", logs.lines());
+    println!("{}", over[0]);
+    assert!(over[0].contains("unreported_failures="), "{}", over[0]);
+}
+
+/// A connection that the server dropped while idle in the pool (a restart, `CLIENT KILL`,
+/// a proxy's idle timeout) does not fail a load: the load is retried once on a fresh
+/// connection. `drop_connections` drops every client connection the server has.
+pub async fn a_dropped_connection_does_not_fail_a_load<S: SessionStore>(
+    store: S,
+    drop_connections: impl AsyncFn(),
+) {
+    let app = init_app!(SessionMiddleware::new(store));
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(get(&app, "/counter", None).await.id());
+    }
+    for round in 0..10 {
+        drop_connections().await;
+        let reads = ids
+            .iter()
+            .map(|id| get(&app, "/get/foo", Some(id.as_str())));
+        for reply in futures_util::future::join_all(reads).await {
+            assert_eq!(
+                reply.status,
+                StatusCode::OK,
+                "round {round}: a load failed on a dropped connection"
+            );
+        }
+    }
+}

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod conformance;
 pub mod faults;
+pub mod logs;
 pub mod races;
 pub mod server;
 pub mod servers;

@@ -32,6 +32,26 @@ async fn memcached_down_gives_503_on_session_routes_only_and_recovers_by_itself(
 }
 
 #[actix_web::test]
+async fn a_memcached_outage_is_logged_in_a_few_lines() {
+    let (store, mut server) = memcached();
+    tests::faults::an_outage_is_logged_in_a_few_lines(store, &mut server).await;
+}
+
+/// memcached restarted between requests: every pooled connection is dead, and no load
+/// fails for it (the sessions themselves are gone with the restart: new visitors).
+#[actix_web::test]
+async fn connections_dropped_by_a_restart_do_not_fail_loads() {
+    let (store, server) = memcached();
+    let server = std::cell::RefCell::new(server);
+    let restart = async || {
+        let mut server = server.borrow_mut();
+        server.stop();
+        server.start();
+    };
+    tests::faults::a_dropped_connection_does_not_fail_a_load(store, restart).await;
+}
+
+#[actix_web::test]
 async fn a_frozen_memcached_gives_503_within_the_timeout_and_recovers() {
     let (store, server) = memcached();
     tests::faults::frozen_server_gives_503_within_the_timeout_and_recovers(store, &server).await;

@@ -344,9 +344,9 @@ impl RedisStore {
     /// this future stays small: the middleware holds it across a request.
     ///
     /// With [`Retry::OnceIfDropped`], a command whose connection broke under it (the server
-    /// restarted, `CLIENT KILL`, a proxy cut it) is sent once more on a fresh connection, so
-    /// a load does not fail for a connection that was already dead; a timeout is not
-    /// retried.
+    /// restarted, `CLIENT KILL`, a proxy cut it) is sent once more on a fresh connection
+    /// (the pool's idle ones are dropped first), so a load does not fail for a connection
+    /// that was already dead; a timeout is not retried.
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd, retry: Retry) -> Result<T, StoreError> {
         let (mut conn, mut broken) = self.connection().await?;
         let mut answer = conn
@@ -356,6 +356,7 @@ impl RedisStore {
         if let Err(err) = &answer {
             if retry == Retry::OnceIfDropped && connection_broke(err) {
                 broken.store(true, Ordering::Relaxed);
+                self.drop_idle_connections();
                 let (mut conn, fresh) = self.connection().await?;
                 broken = fresh;
                 answer = conn
@@ -366,6 +367,15 @@ impl RedisStore {
         }
         let value = answer.map_err(|err| Self::failure(err, Some(&broken)))?;
         from_redis_value(value).map_err(|err| Self::failure(err.into(), None))
+    }
+
+    /// Drops the pool's idle connections: what broke one (a server restart, `CLIENT KILL`)
+    /// most likely broke them all, and a retry must not pick another dead one.
+    fn drop_idle_connections(&self) {
+        match &self.pool {
+            Pool::Own(pool) => drop(pool.retain(|_, _| false)),
+            Pool::Given(pool) => drop(pool.retain(|_, _| false)),
+        }
     }
 
     /// The store error for a Redis error; flags the connection when the error broke it.
