@@ -152,38 +152,48 @@ pub(crate) fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
     chain
 }
 
-/// How often a [`FailureLog`] writes a line while failures go on.
+/// How often a [`FailureLog`] writes a line while failures go on; also how long without a
+/// failure ends an episode.
 const FAILURE_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Reports the failures of one store without flooding the log: the first failure in full,
-/// then, while failures go on, at most one line per [`FAILURE_REPORT_INTERVAL`] with how
-/// many happened since the last line and the latest cause; and one line when the store
-/// answers again. An outage of a minute under load is a dozen lines, not one per request
-/// (about 90,000 in the fault benchmark before this).
+/// Reports the failures of one store without flooding the log. An episode starts with a
+/// failure after at least [`FAILURE_REPORT_INTERVAL`] without one, logged in full; while
+/// failures go on, at most one line per interval says how many happened since the last line,
+/// with the latest cause; the first success after failures says the store answers again,
+/// once, until failures go on long enough for another summary. An outage of a minute under
+/// load is about a dozen lines, not one per request (about 90,000 in the fault benchmark
+/// before this), and a store that fails every other request (a flapping one) is a line or
+/// two per interval.
 #[derive(Debug)]
 pub(crate) struct FailureLog {
     /// What a line says happened.
     what: &'static str,
-    /// Set while failures are being counted: a success only reads this flag.
+    /// Set from a failure to the next success: a success only reads this flag otherwise.
     failing: AtomicBool,
     state: Mutex<FailureState>,
 }
 
 #[derive(Debug, Default)]
 struct FailureState {
-    /// When the last line was written; `None` before the first failure of an episode.
+    /// The last failure; `None` before the first.
+    last_failure: Option<Instant>,
+    /// When the last line of the episode was written.
     last_line: Option<Instant>,
     /// Failures since the last line.
     unreported: u64,
+    /// The episode's recovery was logged, and no summary came since.
+    recovery_logged: bool,
 }
 
-/// What a [`FailureLog`] decided to write for one failure.
+/// What a [`FailureLog`] decided to write.
 #[derive(Debug, PartialEq, Eq)]
 enum Report {
-    /// The first failure of an episode.
+    /// The first failure of an episode, in full.
     First,
     /// A summary: this many failures since the last line, this one included.
     Summary(u64),
+    /// The store answers again; this many failures were not reported one by one.
+    Recovered(u64),
     /// Counted, not written.
     Quiet,
 }
@@ -197,9 +207,9 @@ impl FailureLog {
         }
     }
 
-    /// Records a failure; writes a line if it is the first or the interval has passed.
+    /// Records a failure, and writes a line if one is due.
     pub(crate) fn failure(&self, err: &(dyn std::error::Error + 'static)) {
-        match self.record(Instant::now()) {
+        match self.record_failure(Instant::now()) {
             Report::First => tracing::error!(error = %cause_chain(err), "{}", self.what),
             Report::Summary(count) => tracing::error!(
                 failures = count,
@@ -207,30 +217,17 @@ impl FailureLog {
                 "{}: {count} times since the last report",
                 self.what
             ),
-            Report::Quiet => {}
+            Report::Recovered(_) | Report::Quiet => {}
         }
     }
 
-    fn record(&self, now: Instant) -> Report {
-        self.failing.store(true, Ordering::Relaxed);
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.unreported += 1;
-        let report = match state.last_line {
-            None => Report::First,
-            Some(last) if now.duration_since(last) >= FAILURE_REPORT_INTERVAL => {
-                Report::Summary(state.unreported)
-            }
-            Some(_) => return Report::Quiet,
-        };
-        state.last_line = Some(now);
-        state.unreported = 0;
-        report
-    }
-
-    /// Records a success: after failures, writes how many went unreported and ends the
-    /// episode. One relaxed load otherwise.
+    /// Records a success: after failures, writes that the store answers again, once per
+    /// episode (see the type's docs). One relaxed load otherwise.
     pub(crate) fn success(&self) {
-        if let Some(unreported) = self.end_episode() {
+        if !self.failing.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Report::Recovered(unreported) = self.record_success() {
             tracing::info!(
                 unreported_failures = unreported,
                 "{}: over, the store answers again",
@@ -239,14 +236,47 @@ impl FailureLog {
         }
     }
 
-    fn end_episode(&self) -> Option<u64> {
-        if !self.failing.load(Ordering::Relaxed) || !self.failing.swap(false, Ordering::Relaxed) {
-            return None;
+    fn state(&self) -> std::sync::MutexGuard<'_, FailureState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record_failure(&self, now: Instant) -> Report {
+        self.failing.store(true, Ordering::Relaxed);
+        let mut state = self.state();
+        let quiet_since_last = state
+            .last_failure
+            .is_none_or(|last| now.duration_since(last) >= FAILURE_REPORT_INTERVAL);
+        state.last_failure = Some(now);
+        if quiet_since_last {
+            *state = FailureState {
+                last_failure: Some(now),
+                last_line: Some(now),
+                ..FailureState::default()
+            };
+            return Report::First;
         }
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let unreported = std::mem::take(&mut state.unreported);
-        state.last_line = None;
-        Some(unreported)
+        state.unreported += 1;
+        let due = state
+            .last_line
+            .is_none_or(|last| now.duration_since(last) >= FAILURE_REPORT_INTERVAL);
+        if !due {
+            return Report::Quiet;
+        }
+        state.last_line = Some(now);
+        state.recovery_logged = false;
+        Report::Summary(std::mem::take(&mut state.unreported))
+    }
+
+    fn record_success(&self) -> Report {
+        if !self.failing.swap(false, Ordering::Relaxed) {
+            return Report::Quiet;
+        }
+        let mut state = self.state();
+        if state.recovery_logged {
+            return Report::Quiet;
+        }
+        state.recovery_logged = true;
+        Report::Recovered(std::mem::take(&mut state.unreported))
     }
 }
 
@@ -297,23 +327,39 @@ mod tests {
     fn repeated_failures_are_summarised_at_most_every_interval() {
         let log = FailureLog::new("test");
         let start = Instant::now();
-        assert_eq!(log.record(start), Report::First);
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(log.record_failure(start), Report::First);
         for i in 1..1_000 {
-            assert_eq!(log.record(start + Duration::from_millis(i)), Report::Quiet);
+            assert_eq!(log.record_failure(at(i)), Report::Quiet);
         }
-        let later = start + FAILURE_REPORT_INTERVAL;
-        assert_eq!(log.record(later), Report::Summary(1_000));
-        assert_eq!(log.record(later + Duration::from_secs(1)), Report::Quiet);
-        assert_eq!(log.end_episode(), Some(1));
+        assert_eq!(log.record_failure(at(5_000)), Report::Summary(1_000));
+        assert_eq!(log.record_failure(at(6_000)), Report::Quiet);
+        assert_eq!(log.record_success(), Report::Recovered(1));
         assert_eq!(
-            log.end_episode(),
-            None,
-            "a success after a success says nothing"
+            log.record_success(),
+            Report::Quiet,
+            "a success after a success"
         );
         assert_eq!(
-            log.record(later + Duration::from_secs(2)),
+            log.record_failure(at(12_000)),
             Report::First,
-            "a new outage is reported in full again"
+            "a new outage, after a quiet interval, is reported in full again"
         );
+    }
+
+    #[test]
+    fn a_flapping_store_is_a_line_or_two_per_interval() {
+        let log = FailureLog::new("test");
+        let start = Instant::now();
+        let mut reports = Vec::new();
+        // A failure and a success every 10 ms for 12 s.
+        for i in 0..1_200 {
+            reports.push(log.record_failure(start + Duration::from_millis(i * 10)));
+            reports.push(log.record_success());
+        }
+        reports.retain(|r| *r != Report::Quiet);
+        assert_eq!(reports.len(), 6, "{reports:?}");
+        assert_eq!(reports[..2], [Report::First, Report::Recovered(0)]);
+        assert_eq!(reports[2..4], [Report::Summary(500), Report::Recovered(0)]);
     }
 }

@@ -496,9 +496,15 @@ impl<S: SessionStore> Inner<S> {
         }
         Ok(match &mut plan.write {
             Write::Nothing => Written::Nothing,
-            Write::Touch(id) => {
-                Written::Touched(self.timed(self.store.touch(id, self.config.ttl)).await?)
-            }
+            // The request has its session already: a failed extension is logged, and the
+            // response goes out without a cookie rather than as a 503.
+            Write::Touch(id) => match self.timed(self.store.touch(id, self.config.ttl)).await {
+                Ok(alive) => Written::Touched(alive),
+                Err(err) => {
+                    self.failures.failure(&err);
+                    Written::Touched(false)
+                }
+            },
             Write::Update(id, changes) => {
                 let changes = self.change_set(SaveMode::Update, std::mem::take(changes));
                 Written::Saved(*id, self.timed(self.store.save(id, &changes)).await?)

@@ -51,6 +51,27 @@ async fn connections_dropped_by_a_restart_do_not_fail_loads() {
     tests::faults::a_dropped_connection_does_not_fail_a_load(store, restart).await;
 }
 
+/// A save whose connection broke between the load and the save (memcached restarted) is not
+/// sent again: 503, "outcome unknown". A retry would have found the item gone and answered
+/// 200.
+#[actix_web::test]
+async fn a_save_on_a_connection_dropped_after_the_load_is_not_retried() {
+    let (store, server) = memcached();
+    let server = std::cell::RefCell::new(server);
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = get(&app, "/counter", None).await.id();
+    let write = post(&app, "/inflight/write/late", Some(id.as_str()));
+    let restart = async {
+        actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+        let mut server = server.borrow_mut();
+        server.stop();
+        server.start();
+    };
+    let (reply, ()) = futures_util::join!(write, restart);
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert_eq!(get(&app, "/counter", None).await.status, StatusCode::OK);
+}
+
 #[actix_web::test]
 async fn a_frozen_memcached_gives_503_within_the_timeout_and_recovers() {
     let (store, server) = memcached();

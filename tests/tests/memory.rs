@@ -219,4 +219,14 @@ async fn the_store_is_bounded_in_bytes_and_refuses_oversized_sessions() {
         matches!(err, StoreError::TooLarge { limit: 65_536, .. }),
         "{err:?}"
     );
+
+    // A session heavier than the whole bound is still kept once stored (it evicts the
+    // others): moka drops an entry heavier than its capacity as soon as it is written.
+    let tiny = MemoryStore::builder().max_bytes(64 * 1024).build();
+    let app = init_app!(SessionMiddleware::new(tiny.clone()));
+    let big = post(&app, "/big/100", None).await;
+    assert_eq!(big.status, StatusCode::OK);
+    tiny.run_pending_tasks();
+    let after = get(&app, "/get/big", Some(big.id().as_str())).await;
+    assert_ne!(after.body, "none", "a session just stored was dropped");
 }

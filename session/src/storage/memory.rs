@@ -79,8 +79,11 @@ struct Slot {
     state: Mutex<SlotState>,
     /// The time to live of the last write, in milliseconds, for the cache's own expiry.
     ttl_ms: AtomicU64,
-    /// What the cache counts for this slot against its bound, as last weighed.
+    /// The session's weight (see [`Weigher`]), set under the lock by every write.
     weight: AtomicU32,
+    /// The weight the cache counts for this slot: `weight` as it was when the slot was last
+    /// written to the cache (its weigher reads this).
+    counted: AtomicU32,
 }
 
 struct SlotState {
@@ -119,6 +122,7 @@ impl Slot {
             }),
             ttl_ms: AtomicU64::new(as_millis(ttl)),
             weight: AtomicU32::new(weight),
+            counted: AtomicU32::new(weight),
         }
     }
 
@@ -189,15 +193,16 @@ impl Record {
         self.0.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
-    /// The size once `changes` are applied.
+    /// The size once `changes` are applied (an upper bound if a change set names a key
+    /// twice).
     fn size_after(&self, changes: &ChangeSet) -> usize {
         let mut size = self.size();
         for change in changes.changes() {
             if let Some(old) = self.get(change.key()) {
-                size -= change.key().len() + old.len();
+                size = size.saturating_sub(change.key().len() + old.len());
             }
             if let Some(new) = change.value() {
-                size += change.key().len() + new.len();
+                size = size.saturating_add(change.key().len() + new.len());
             }
         }
         size
@@ -246,10 +251,12 @@ impl Record {
 /// What a session counts against the cache's bound, so that one bound in bytes keeps both
 /// of the store's bounds: every session weighs at least `max_bytes / max_sessions`, so no
 /// more than `max_sessions` fit, and otherwise its memory, so no more than `max_bytes` of
-/// them fit.
+/// them fit. No session weighs more than the whole bound: moka drops an entry heavier than
+/// its capacity as soon as it is written, which would lose a session just stored.
 #[derive(Debug, Clone, Copy)]
 struct Weigher {
     floor: u32,
+    ceiling: u32,
 }
 
 impl Weigher {
@@ -261,14 +268,18 @@ impl Weigher {
 
     fn new(max_bytes: u64, max_sessions: u64) -> Self {
         let floor = max_bytes.div_ceil(max_sessions.max(1));
+        let ceiling = u32::try_from(max_bytes).unwrap_or(u32::MAX).max(1);
         Self {
-            floor: u32::try_from(floor).unwrap_or(u32::MAX),
+            floor: u32::try_from(floor).unwrap_or(u32::MAX).min(ceiling),
+            ceiling,
         }
     }
 
     fn weigh(self, record: &Record) -> u32 {
         let bytes = Self::SESSION_OVERHEAD + record.heap_bytes();
-        u32::try_from(bytes).unwrap_or(u32::MAX).max(self.floor)
+        u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(self.floor, self.ceiling)
     }
 }
 
@@ -323,7 +334,8 @@ impl MemoryStoreBuilder {
 
     /// The most memory the store's sessions may take, in bytes (256 MiB by default): their
     /// keys and values, and about 520 bytes of bookkeeping each. Past it, the least recently
-    /// used sessions are evicted.
+    /// used sessions are evicted. A session heavier than the whole bound counts as the whole
+    /// bound: it is kept, and evicts the others.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.bytes = max_bytes;
         self
@@ -345,7 +357,7 @@ impl MemoryStoreBuilder {
         MemoryStore {
             cache: Cache::builder()
                 .max_capacity(self.bytes)
-                .weigher(|_, slot: &Arc<Slot>| slot.weight.load(Ordering::Relaxed))
+                .weigher(|_, slot: &Arc<Slot>| slot.counted.load(Ordering::Relaxed))
                 // Least recently used: a new session is the most recent, so it is kept.
                 // moka's default (TinyLFU) refuses new entries once the cache is full.
                 .eviction_policy(EvictionPolicy::lru())
@@ -441,23 +453,27 @@ impl MemoryStore {
         }
     }
 
-    /// Writes the slot to the cache again when its weight moved far from what the cache
-    /// counts (grew past it, or fell under half of it), so the bound in bytes holds; this
-    /// also sets the cache's expiry again. Call it without holding the slot's lock: the
-    /// cache may evict, and eviction locks the evicted slot.
-    fn reweigh(&self, id: &SessionId, slot: &Arc<Slot>, weight: u32, longer: bool) {
-        let counted = slot.weight.load(Ordering::Relaxed);
-        if weight > counted || weight < counted / 2 {
-            self.reinsert(id, slot, weight);
-        } else {
-            self.rearm_if(longer, id);
-        }
+    /// Records a slot's new weight, under its lock (so the last write's weight is the one
+    /// kept); says whether it moved far from what the cache counts (grew past it, or fell
+    /// under half of it), so that [`reinsert`](Self::reinsert) must run.
+    fn weigh(&self, slot: &Slot, state: &SlotState) -> bool {
+        let weight = self.weigher.weigh(&state.data);
+        slot.weight.store(weight, Ordering::Relaxed);
+        let counted = slot.counted.load(Ordering::Relaxed);
+        weight > counted || weight < counted / 2
     }
 
-    /// Writes the slot to the cache again with a new weight, and its time to live.
-    fn reinsert(&self, id: &SessionId, slot: &Arc<Slot>, weight: u32) {
-        slot.weight.store(weight, Ordering::Relaxed);
+    /// Writes the slot to the cache again, so the cache counts its latest weight (read now,
+    /// whichever of two concurrent writes gets here last) and its time to live. Call it
+    /// without holding the slot's lock: the cache may evict, and eviction locks the evicted
+    /// slot. A slot that died meanwhile (purged, evicted) is taken out again.
+    fn reinsert(&self, id: &SessionId, slot: &Arc<Slot>) {
+        slot.counted
+            .store(slot.weight.load(Ordering::Relaxed), Ordering::Relaxed);
         self.cache.insert(*id, Arc::clone(slot));
+        if slot.lock().life == Life::Dead {
+            self.cache.invalidate(id);
+        }
     }
 
     /// Refuses a session over the size limit.
@@ -538,7 +554,7 @@ impl SessionStore for MemoryStore {
         let Some(slot) = self.slot(id) else {
             return Ok(SaveOutcome::Gone);
         };
-        let (weight, longer) = {
+        let (reweigh, longer) = {
             let mut state = match slot.find() {
                 Found::Alive(state) => state,
                 Found::Moved => return Ok(SaveOutcome::Moved),
@@ -556,9 +572,13 @@ impl SessionStore for MemoryStore {
                 return Ok(SaveOutcome::Emptied);
             }
             let longer = slot.extend(&mut state, changes.ttl());
-            (self.weigher.weigh(&state.data), longer)
+            (self.weigh(&slot, &state), longer)
         };
-        self.reweigh(id, &slot, weight, longer);
+        if reweigh {
+            self.reinsert(id, &slot);
+        } else {
+            self.rearm_if(longer, id);
+        }
         Ok(SaveOutcome::Saved)
     }
 
@@ -600,13 +620,13 @@ impl SessionStore for MemoryStore {
             state.life = Life::Alive;
             return Ok(SaveOutcome::IdTaken);
         }
-        let marker_ttl = moved_marker_ttl(changes.ttl());
         {
             let mut state = slot.lock();
-            slot.extend(&mut state, marker_ttl);
+            slot.extend(&mut state, moved_marker_ttl(changes.ttl()));
+            self.weigh(&slot, &state);
         }
-        // Weighed again as an empty marker, with the marker's time to live.
-        self.reinsert(from, &slot, self.weigher.weigh(&Record::default()));
+        // Counted again as an empty marker, with the marker's time to live.
+        self.reinsert(from, &slot);
         Ok(SaveOutcome::Saved)
     }
 

@@ -74,6 +74,11 @@ const SAVE_SCRIPT: &str = include_str!("redis/save.lua");
 /// script. Session keys cannot start with NUL, so no session has this field.
 const MOVED_FIELD: &[u8] = b"\0moved";
 
+/// How a value that is not UTF-8 reaches the app: this prefix (which no JSON text starts
+/// with, so reading the key fails with a clear error) and the bytes in hex, which the save
+/// script turns back into bytes when a strict save compares what it saw.
+const RAW_PREFIX: &str = "\0raw:";
+
 /// What the save script is asked to do.
 #[derive(Clone, Copy)]
 enum ScriptOp<'a> {
@@ -475,16 +480,11 @@ fn connection_broke(err: &RedisError) -> bool {
         && (err.is_connection_dropped() || err.is_io_error() || err.is_unrecoverable_error())
 }
 
-/// Which [`StoreError`] a Redis error is: data Redis holds but we cannot read, or Redis
-/// not doing its job.
+/// Which [`StoreError`] a Redis error is: data Redis holds but we cannot read (a key of
+/// another type), or Redis not doing its job (everything else, protocol errors included:
+/// redis-rs reconnects after those).
 fn classify(err: &RedisError) -> fn(RedisError) -> StoreError {
-    use deadpool_redis::redis::ErrorKind;
-    let unreadable = err.code() == Some("WRONGTYPE")
-        || matches!(
-            err.kind(),
-            ErrorKind::UnexpectedReturnType | ErrorKind::Parse
-        );
-    if unreadable {
+    if err.code() == Some("WRONGTYPE") {
         StoreError::corrupt
     } else {
         StoreError::unavailable
@@ -501,13 +501,23 @@ fn into_record(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Option<SessionMap> {
         // A field whose name is not UTF-8 is no key a session can name: it is left out (and
         // left alone in Redis), and the other keys read.
         let name = String::from_utf8(name).ok()?;
-        // A value that is not UTF-8 is not JSON either: keep it, lossily, so that reading
-        // that one key fails with a clear error and the other keys still read.
-        let value = String::from_utf8(value)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        // A value that is not UTF-8 is not JSON either: reading that one key fails with a
+        // clear error, the other keys still read, and a strict save can still overwrite it.
+        let value = String::from_utf8(value).unwrap_or_else(|e| raw_form(e.as_bytes()));
         Some((name, value))
     });
     Some(record.collect())
+}
+
+/// The app's form of a value that is not UTF-8: [`RAW_PREFIX`] and the bytes in hex.
+fn raw_form(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(RAW_PREFIX.len() + 2 * bytes.len());
+    text.push_str(RAW_PREFIX);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
 }
 
 /// A TTL as Redis milliseconds: at least 1, as 0 would delete the key at once.

@@ -10,6 +10,15 @@ local mode, strict, ttl, marker_ttl, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ton
 -- cannot use); the same name as MOVED_FIELD in redis.rs.
 local MOVED = '\0moved'
 
+-- A value seen at load that was not UTF-8 came to the app as '\0raw:' and its bytes in hex
+-- (RAW_PREFIX in redis.rs): compare the bytes.
+local function stored_form(seen)
+  if seen:sub(1, 5) == '\0raw:' then
+    return (seen:sub(6):gsub('%x%x', function(h) return string.char(tonumber(h, 16)) end))
+  end
+  return seen
+end
+
 local kind = redis.call('TYPE', key).ok
 if mode == 'c' then
   if kind ~= 'none' then return 'taken' end
@@ -29,7 +38,7 @@ if strict == '1' then
     local at = 6 + i * 5
     local current = redis.call('HGET', key, ARGV[at])
     if ARGV[at + 3] == '1' then
-      if current ~= ARGV[at + 4] then return 'conflict' end
+      if current ~= stored_form(ARGV[at + 4]) then return 'conflict' end
     elseif current then
       return 'conflict'
     end
