@@ -215,6 +215,11 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
     }
 
     /// How long one store operation may take before the request gets a 503 (default 2 s).
+    ///
+    /// A 503 from a save means "outcome unknown": the store may have applied it before its
+    /// answer was lost, so saves are never retried. Loads, TTL extensions and deletes, which
+    /// can safely run twice, are retried once by the bundled stores when their connection
+    /// broke.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
         self

@@ -281,6 +281,11 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
 
     /// Applies a change set to a session atomically (see the module docs).
     ///
+    /// The middleware never retries a save: one whose answer was lost (a timeout, a connection
+    /// that broke after the command was sent) may have been applied, and the request then
+    /// gets a 503 meaning "outcome unknown". A store should not retry one either, unless it
+    /// knows the command never reached the server.
+    ///
     /// # Errors
     ///
     /// [`StoreError`] when the store is unreachable, or the result is too large for it.
