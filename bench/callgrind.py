@@ -3,10 +3,12 @@
 request costs the server, untouched by other tenants' load on a shared machine.
 
 For each server kind and route it runs the server under callgrind twice, sends N1 and then
-N2 sequential keep-alive requests (with one session's cookie), and reports
-(I(N2) - I(N1)) / (N2 - N1): start-up and shutdown cancel out.
+N2 sequential keep-alive requests, and reports (I(N2) - I(N1)) / (N2 - N1): start-up and
+shutdown cancel out. Every request carries the cookie of one session that a first /counter
+created, so /read finds `foo` in it (and checks that it does) and /counter updates it.
 
-    bench/callgrind.py [--kinds bare,ours-memory,as-cookie] [--n1 500 --n2 2500]
+    bench/callgrind.py [--kinds bare,ours-memory,as-cookie] [--routes /noop,/counter,/read]
+                       [--n1 500 --n2 2500]
 """
 import argparse
 import http.client
@@ -51,14 +53,16 @@ def instructions(kind, route, requests, env):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         conn.request("GET", "/counter")
         res = conn.getresponse()
-        res.read()
+        stored = res.read()
         cookie = [h.split(";")[0] for h in res.headers.get_all("Set-Cookie") or [] if h.startswith("session=")]
         headers = {"Cookie": cookie[0]} if cookie else {}
         for _ in range(requests):
             conn.request("GET", route, headers=headers)
             r = conn.getresponse()
-            r.read()
+            body = r.read()
             assert r.status == 200, r.status
+            # A /read that found no session would cost less than one that did, unnoticed.
+            assert route != "/read" or body == stored, (body, stored)
         conn.close()
     finally:
         proc.terminate()
@@ -73,7 +77,7 @@ def instructions(kind, route, requests, env):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kinds", default="bare,ours-memory,as-cookie")
-    parser.add_argument("--routes", default="/noop,/counter")
+    parser.add_argument("--routes", default="/noop,/counter,/read")
     parser.add_argument("--n1", type=int, default=500)
     parser.add_argument("--n2", type=int, default=2500)
     args = parser.parse_args()
@@ -89,9 +93,10 @@ def main():
     for (kind, route), per in results.items():
         if base.get(route) and kind != "bare":
             print(f"{kind:16} {route:9} bare/{kind} = {base[route] / per:.3f}")
-    if ("ours-memory", "/counter") in results and ("as-cookie", "/counter") in results:
-        ratio = results[("as-cookie", "/counter")] / results[("ours-memory", "/counter")]
-        print(f"as-cookie/ours-memory on /counter = {ratio:.3f}")
+    for route in ("/counter", "/read"):
+        if ("ours-memory", route) in results and ("as-cookie", route) in results:
+            ratio = results[("as-cookie", route)] / results[("ours-memory", route)]
+            print(f"as-cookie/ours-memory on {route} = {ratio:.3f}")
 
 
 if __name__ == "__main__":

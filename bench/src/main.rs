@@ -2,7 +2,8 @@
 //!
 //! - `GET /counter`: read `foo`, add one, store it, return it (the seed's counter);
 //! - `GET /noop`: the session middleware is installed, the handler does not use it;
-//! - `GET /read`: return `foo` without changing it (to sum the counters afterwards);
+//! - `GET /read`: return `foo` without writing the session or extending its TTL (a
+//!   read-only request, measured like `/counter`; also sums the counters afterwards);
 //! - `GET /stats`: how many `/counter` requests were answered 2xx.
 //!
 //! Kinds: `bare` (no session library: a cookie and a map lookup by hand), `bare-redis`
@@ -217,10 +218,13 @@ async fn bare_redis_read(
         .await
         .map_err(actix_web::error::ErrorServiceUnavailable)?;
     let key = format!("session:{}", cookie_of(&req).unwrap_or_default());
-    let count: Option<u64> = conn
-        .hget(&key, "foo")
+    // The whole hash, as `/counter` and a session library load it, so that `/read` compares
+    // the same read; no write and no PEXPIRE.
+    let fields: HashMap<String, String> = conn
+        .hgetall(&key)
         .await
         .map_err(actix_web::error::ErrorServiceUnavailable)?;
+    let count = fields.get("foo").and_then(|v| v.parse::<u64>().ok());
     Ok(count.unwrap_or(0).to_string())
 }
 
