@@ -18,7 +18,8 @@ struct Example {
 }
 
 impl Example {
-    fn start(name: &str, env: &[(&str, String)]) -> Self {
+    /// The command that runs example `name`.
+    fn command(name: &str) -> Command {
         // Tests run from target/<profile>/deps; cargo builds examples into ../examples.
         let exe = std::env::current_exe().expect("test binary path");
         let dir: PathBuf = exe
@@ -26,21 +27,22 @@ impl Example {
             .and_then(|deps| deps.parent())
             .expect("target dir")
             .join("examples");
-        let path = dir.join(name);
+        Command::new(dir.join(name))
+    }
+
+    fn start(name: &str, env: &[(&str, String)]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(&path)
+        let child = Self::command(name)
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {} ({e}): cargo test builds it", path.display())
-            });
+            .unwrap_or_else(|e| panic!("cannot run {name} ({e}): cargo test builds it"));
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "{name} did not listen on {port}");
@@ -138,6 +140,52 @@ fn login() {
     // The old id is dead too.
     app.cookie = Some(first_id);
     assert_eq!(app.request("GET", "/private").0, 401);
+}
+
+#[test]
+fn counter_any_store_on_memory() {
+    let mut app = Example::start(
+        "counter_any_store",
+        &[("SESSION_STORE", "memory".to_owned())],
+    );
+    counts_one_two_three(&mut app);
+}
+
+#[test]
+fn counter_any_store_refuses_an_unknown_store() {
+    let status = Example::command("counter_any_store")
+        .env("SESSION_STORE", "postgres")
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run the example");
+    assert!(!status.status.success());
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        stderr.contains("unknown SESSION_STORE") && stderr.contains("postgres"),
+        "{stderr}"
+    );
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn counter_any_store_on_redis() {
+    let redis = tests::servers::ServerProcess::redis();
+    let env = [
+        ("SESSION_STORE", "redis".to_owned()),
+        ("REDIS_URL", redis.redis_url()),
+    ];
+    counts_one_two_three(&mut Example::start("counter_any_store", &env));
+}
+
+#[cfg(feature = "memcached")]
+#[test]
+fn counter_any_store_on_memcached() {
+    let memcached = tests::servers::ServerProcess::memcached();
+    let env = [
+        ("SESSION_STORE", "memcached".to_owned()),
+        ("MEMCACHED_ADDR", memcached.addr()),
+    ];
+    counts_one_two_three(&mut Example::start("counter_any_store", &env));
 }
 
 #[cfg(feature = "redis")]

@@ -24,7 +24,7 @@ pub(crate) struct Field<'a> {
 impl Field<'_> {
     /// The key the field is stored under, prefix included; `None` for skipped fields.
     pub(crate) fn key(&self, container: &ContainerAttrs) -> Option<String> {
-        if self.attrs.skip.is_some() {
+        if self.attrs.skip {
             return None;
         }
         let name = self.ident.to_string();

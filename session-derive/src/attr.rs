@@ -23,8 +23,8 @@ pub(crate) struct ContainerAttrs {
 #[derive(Default)]
 pub(crate) struct FieldAttrs {
     pub(crate) key: Option<LitStr>,
-    pub(crate) skip: Option<Span>,
-    /// `default`, with the function's path for `default = "path"`.
+    pub(crate) skip: bool,
+    /// `default`, with the function's path for `default = "path"`, and where it is written.
     pub(crate) default: Option<(Option<ExprPath>, Span)>,
 }
 
@@ -95,10 +95,22 @@ impl RenameRule {
 /// Records `value` in `slot`, or a duplicate-attribute error.
 fn set_once<T>(cx: &Ctxt, slot: &mut Option<T>, value: T, path: &syn::Path, name: &str) {
     if slot.is_some() {
-        cx.error_spanned_by(path, format!("duplicate session attribute `{name}`"));
+        duplicate(cx, path, name);
     } else {
         *slot = Some(value);
     }
+}
+
+/// Records a flag in `slot`, or a duplicate-attribute error.
+fn set_flag_once(cx: &Ctxt, slot: &mut bool, path: &syn::Path, name: &str) {
+    if *slot {
+        duplicate(cx, path, name);
+    }
+    *slot = true;
+}
+
+fn duplicate(cx: &Ctxt, path: &syn::Path, name: &str) {
+    cx.error_spanned_by(path, format!("duplicate session attribute `{name}`"));
 }
 
 fn session_attrs(attrs: &[Attribute]) -> impl Iterator<Item = &Attribute> {
@@ -155,7 +167,7 @@ impl FieldAttrs {
                     }
                     set_once(cx, &mut out.key, lit, &meta.path, KEY);
                 } else if meta.path.is_ident(SKIP) {
-                    set_once(cx, &mut out.skip, meta.path.span(), &meta.path, SKIP);
+                    set_flag_once(cx, &mut out.skip, &meta.path, SKIP);
                 } else if meta.path.is_ident(DEFAULT) {
                     let function = if meta.input.peek(syn::Token![=]) {
                         let lit: LitStr = meta.value()?.parse()?;

@@ -19,7 +19,9 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
 
 fn expand(container: &Container<'_>) -> TokenStream {
     let ident = &container.input.ident;
-    let private = quote!(::actix_kv_session::__private);
+    // The runtime's hidden, versioned module: its name changes with the protocol, so a
+    // runtime that does not speak this one is a compile error on this path.
+    let private = quote!(::actix_kv_session::__private_v1);
     let mut generics = container.input.generics.clone();
     {
         let where_clause = generics.make_where_clause();

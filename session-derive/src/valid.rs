@@ -20,22 +20,18 @@ fn check_generics(cx: &Ctxt, container: &Container<'_>) {
 }
 
 fn check_combinations(cx: &Ctxt, container: &Container<'_>) {
-    for field in &container.fields {
-        let Some(skip) = field.attrs.skip else {
-            continue;
-        };
+    for field in container.fields.iter().filter(|field| field.attrs.skip) {
         if let Some(key) = &field.attrs.key {
             cx.error_spanned_by(
                 key,
                 "`skip` and `key` cannot be used together: a skipped field is not stored",
             );
         }
-        if field.attrs.default.is_some() {
-            let _ = skip;
-            cx.error_spanned_by(
-                field.ident,
+        if let Some((_, default)) = &field.attrs.default {
+            cx.syn_error(syn::Error::new(
+                *default,
                 "`skip` and `default` cannot be used together: a skipped field always takes `Default::default()`",
-            );
+            ));
         }
     }
 }

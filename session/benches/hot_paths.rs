@@ -8,7 +8,7 @@
 use std::{collections::HashMap, hint::black_box, time::Duration};
 
 use actix_kv_session::{
-    storage::{ChangeSet, ConflictPolicy, KeyChange, MemoryStore, SaveMode},
+    storage::{ChangeSet, ConflictPolicy, KeyChange, MemoryStore},
     Session, SessionId, SessionMiddleware,
 };
 use actix_web::{test, web, App};
@@ -30,7 +30,6 @@ fn change_sets(c: &mut Criterion) {
     let record: HashMap<String, String> =
         (0..8).map(|i| (format!("key{i}"), i.to_string())).collect();
     let changes = ChangeSet::new(
-        SaveMode::Update,
         vec![
             KeyChange::new("key1".into(), Some("10".into()), Some("1".into())),
             KeyChange::new("key9".into(), Some("9".into()), None),

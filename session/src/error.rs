@@ -37,14 +37,23 @@ pub enum StoreError {
     /// than the store retries.
     #[error("session changed by other requests during {0} save attempts")]
     Contended(u32),
+    /// A fresh id was in use already. Two random 122-bit ids do not collide in practice: a
+    /// store that reports this is most likely misbehaving.
+    #[error("session id already in use")]
+    IdInUse,
     /// The session is larger than the store accepts.
-    #[error("session of {size} bytes is larger than the store accepts ({limit} bytes)")]
+    #[error("session of {size} bytes is larger than the store accepts{}", limit_note(*.limit))]
     TooLarge {
         /// Size of the serialized session, in bytes.
         size: usize,
-        /// The largest size the store accepts, in bytes.
-        limit: usize,
+        /// The largest size the store accepts, in bytes; `None` when the server refused the
+        /// session by a limit of its own, which the store does not know.
+        limit: Option<usize>,
     },
+}
+
+fn limit_note(limit: Option<usize>) -> String {
+    limit.map_or_else(String::new, |limit| format!(" ({limit} bytes)"))
 }
 
 impl StoreError {

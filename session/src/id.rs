@@ -5,35 +5,6 @@ use std::fmt;
 /// Length of a session id in characters: a UUID in simple form.
 const ID_LEN: usize = 32;
 
-/// Hashes a [`SessionId`] cheaply: ids are random (a UUID v4) and made by the server, so a
-/// client cannot fill a table with colliding ones, and a multiply is all the mixing they
-/// need. For the memory store's cache.
-#[cfg(feature = "memory")]
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct IdHasher(u64);
-
-#[cfg(feature = "memory")]
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `SessionId`'s own `Hash` calls this hasher; fold anything else in anyway.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 ^= value;
-    }
-}
-
-/// Builds [`IdHasher`]s.
-#[cfg(feature = "memory")]
-pub(crate) type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
-
 /// A session id: 32 lowercase hexadecimal characters, a random UUID v4 in simple form.
 ///
 /// This is the form `sanic_session` issues (`uuid.uuid4().hex`), so sessions written by a
@@ -42,29 +13,13 @@ pub(crate) type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
 /// A `SessionId` can only be made by [`SessionId::generate`] or by a successful
 /// [`SessionId::parse`], so anything holding one holds a value that is safe to put in a
 /// store key: no separators, no whitespace, no control characters, fixed length.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId([u8; ID_LEN]);
 
-impl std::hash::Hash for SessionId {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // 122 random bits spread over 32 ASCII digits, with the version and variant digits
-        // at fixed places: fold the four 8-byte words with multiplies, so that every bit of
-        // the result depends on all of them (tables index by the low bits, sketches by the
-        // high ones). A dozen instructions, against ~300 for parsing the hex.
-        const K: u64 = 0x9E37_79B9_7F4A_7C15;
-        let word = |i: usize| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&self.0[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(bytes)
-        };
-        let a = (word(0) ^ word(2).rotate_left(32)).wrapping_mul(K);
-        let b = (word(1) ^ word(3).rotate_left(32)).wrapping_mul(K);
-        let mixed = (a ^ b.rotate_left(29)).wrapping_mul(K);
-        state.write_u64(mixed ^ (mixed >> 32));
-    }
-}
-
 impl SessionId {
+    /// The length of an id, in characters (and bytes).
+    pub const LEN: usize = ID_LEN;
+
     /// Makes a fresh random id (UUID v4, 122 random bits from the operating system's
     /// generator).
     #[must_use]
@@ -95,10 +50,13 @@ impl SessionId {
     }
 
     /// The id as text.
+    ///
+    /// # Panics
+    ///
+    /// Never: the only ways to make a `SessionId` store ASCII hex digits.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        // Only ASCII hex digits are ever stored.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        std::str::from_utf8(&self.0).expect("session ids hold only ASCII hex digits")
     }
 }
 
@@ -162,23 +120,6 @@ mod tests {
             assert!(SessionId::parse(bad).is_none(), "{bad:?} was accepted");
         }
         assert!(SessionId::parse(&"a".repeat(1000)).is_none());
-    }
-
-    #[cfg(feature = "memory")]
-    #[test]
-    fn hashes_spread_over_low_and_high_bits() {
-        use std::hash::BuildHasher;
-        let builder = super::IdHashBuilder::default();
-        let mut low = std::collections::HashSet::new();
-        let mut high = std::collections::HashSet::new();
-        for _ in 0..4096 {
-            let hash = builder.hash_one(SessionId::generate());
-            low.insert(hash & 0xffff);
-            high.insert(hash >> 48);
-        }
-        // 4096 random 16-bit values: about 3,970 distinct; a stuck bit would halve it.
-        assert!(low.len() > 3_800, "{} distinct low halves", low.len());
-        assert!(high.len() > 3_800, "{} distinct high halves", high.len());
     }
 
     #[test]

@@ -68,6 +68,51 @@
 //! actix-kv-session = { version = "0.1", features = ["redis"] }
 //! ```
 //!
+//! To choose the store at run time (from configuration), box it in a
+//! [`DynStore`](storage::DynStore): `SessionMiddleware<DynStore>` serves any store.
+//! `examples/counter_any_store.rs` picks one from the env var `SESSION_STORE`.
+//!
+//! # Writing your own store
+//!
+//! Implement [`SessionStore`](storage::SessionStore) (load, create, update, renew, touch,
+//! delete): the [`storage`] module docs state the rules, and
+//! [`ChangeSet::apply_to`](storage::ChangeSet::apply_to) and
+//! [`ChangeSet::conflicts_with`](storage::ChangeSet::conflicts_with) implement the merge and
+//! conflict rules on a [`SessionMap`](storage::SessionMap). Then check it with the
+//! conformance suite the bundled stores pass, feature `testing`:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! actix-kv-session = { version = "0.1", features = ["testing"] }
+//! ```
+//!
+//! ```
+//! # mod wrapper {
+//! # type MyStore = actix_kv_session::storage::MemoryStore;
+//! // tests/conformance.rs: one #[test] that runs every case on fresh stores.
+//! actix_kv_session::store_conformance!(MyStore::default());
+//! # }
+//! ```
+//!
+//! `examples/map_store.rs` is a complete store on a `Mutex<HashMap>` that passes it.
+//!
+//! # Architecture
+//!
+//! 1. [`SessionMiddleware`] reads the session cookie (`middleware.rs`) and puts an unloaded
+//!    [`Session`] handle in the request: no store I/O yet.
+//! 2. The first extractor of [`Session`] or [`Typed`] loads the record, once per request
+//!    (`session.rs`); the handler's reads and writes change the handle only, which keeps
+//!    each changed key's value at load.
+//! 3. After the handler, the handle becomes a save plan (`plan.rs`): which store write
+//!    (create, update, renew, touch, delete, or none) and how the cookie follows from its
+//!    answer. Every cookie and lifecycle rule lives there, testable without a store.
+//! 4. The middleware executes the plan on the [`SessionStore`](storage::SessionStore)
+//!    (`storage/`), whose contract and conformance suite (`testing.rs`) every store keeps;
+//!    each backend file holds only its own I/O.
+//! 5. Where a change belongs: a cookie or lifecycle rule in `plan.rs`; a setting in
+//!    `config.rs` and the builder; a store rule in the contract (`storage/mod.rs`), the
+//!    suite, and each store; the typed view in `typed.rs` and the derive crate.
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
@@ -76,8 +121,10 @@
 //! | `derive` | yes | [`#[derive(SessionData)]`](derive@SessionData), typed session structs |
 //! | `redis` | no | [`storage::RedisStore`], on deadpool-redis |
 //! | `memcached` | no | [`storage::MemcachedStore`], on async-memcached |
+//! | `testing` | no | the store conformance suite, for a store of your own: `store_conformance!` |
 
 mod config;
+mod cookie;
 mod error;
 mod id;
 mod middleware;
@@ -85,6 +132,8 @@ mod plan;
 mod session;
 mod session_ext;
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod typed;
 
 #[doc(inline)]
@@ -98,8 +147,12 @@ pub use self::{
     typed::{SessionData, Typed, TypedError},
 };
 
+// What the derive's generated code names. The version is in the name so that a derive and a
+// runtime that disagree on the protocol fail to compile on a missing path instead of
+// misbehaving: bump it whenever `typed::protocol` or the calls `actix-kv-session-derive`
+// generates change incompatibly.
 #[doc(hidden)]
-pub use self::typed::__private;
+pub use self::typed::protocol as __private_v1;
 
 /// Derives [`SessionData`](trait@SessionData): a struct whose fields are session keys,
 /// read and written back through the [`Typed`] extractor.

@@ -14,10 +14,7 @@ use actix_web::{
     body::{EitherBody, MessageBody},
     cookie::SameSite,
     dev::{Service, ServiceRequest, ServiceResponse, Transform},
-    http::{
-        header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE},
-        StatusCode,
-    },
+    http::{header::SET_COOKIE, StatusCode},
     Error, HttpMessage, ResponseError,
 };
 use futures_util::future::LocalBoxFuture;
@@ -25,19 +22,13 @@ use pin_project_lite::pin_project;
 
 use crate::{
     config::{SessionConfig, TtlExtension},
+    cookie::{read_session_cookie, SetCookie},
     error::{opaque_response, FailureLog, SessionError, StoreError},
     plan::{CookieAction, Refusal, SavePlan, Write, Written},
-    session::{CookieState, LoadSession, Loaded},
-    storage::{
-        ChangeSet, ConflictPolicy, KeyChange, SaveMode, SaveOutcome, SessionMap, SessionStore,
-    },
+    session::{Ending, LoadSession},
+    storage::{ChangeSet, ConflictPolicy, DynStore, KeyChange, SessionMap, SessionStore},
     Session, SessionId,
 };
-
-/// How many fresh ids a save tries before it gives up on a taken one. A collision of two
-/// random 122-bit ids does not happen in practice; the bound only keeps a broken store from
-/// looping forever.
-const ID_ATTEMPTS: usize = 3;
 
 /// Server-side sessions for an actix-web app: install it with [`App::wrap`].
 ///
@@ -72,14 +63,14 @@ const ID_ATTEMPTS: usize = 3;
 /// The middleware is cheap to clone: a built one can be cloned into every worker.
 ///
 /// [`App::wrap`]: actix_web::App::wrap
-pub struct SessionMiddleware<S> {
+pub struct SessionMiddleware<S = DynStore> {
     inner: Arc<Inner<S>>,
 }
 
 struct Inner<S> {
     store: S,
     config: SessionConfig,
-    cookies: CookieHeaders,
+    cookies: SetCookie,
     /// Store failures (unreachable, timed out), reported without flooding the log.
     failures: FailureLog,
     /// Records the store holds but cannot read, reported the same way.
@@ -236,12 +227,14 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
     /// or with a Path other than `/`. These are programming errors, caught at start-up,
     /// never per request.
     pub fn build(self) -> SessionMiddleware<S> {
-        if let Err(message) = self.config.validate() {
-            panic!("SessionMiddleware: {message}");
-        }
+        let cookies = self
+            .config
+            .validate()
+            .and_then(|()| SetCookie::new(&self.config))
+            .unwrap_or_else(|message| panic!("SessionMiddleware: {message}"));
         SessionMiddleware {
             inner: Arc::new(Inner {
-                cookies: CookieHeaders::new(&self.config),
+                cookies,
                 store: self.store,
                 config: self.config,
                 failures: FailureLog::new("session store failure"),
@@ -298,7 +291,7 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let cookie = read_cookie(req.headers(), &self.inner.config.cookie_name);
+        let cookie = read_session_cookie(req.headers(), &self.inner.config.cookie_name);
         let loader: Arc<dyn LoadSession> = self.inner.clone();
         let session = Session::new(cookie, loader);
         req.extensions_mut().insert(session.clone());
@@ -351,40 +344,19 @@ where
             match this.stage.as_mut().project() {
                 StageProj::Handler { response } => {
                     let res = ready!(response.poll(cx))?;
-                    let (cookie, loaded, failure) = this.session.take_state();
-                    if loaded.is_none() && failure.is_none() {
+                    let ending = this.session.end(this.inner.config.ttl_extension);
+                    if let Ending::Unused = ending {
                         // The session was never used: nothing to save, nothing to allocate.
                         return Poll::Ready(Ok(res.map_into_left_body()));
                     }
                     let inner = Arc::clone(this.inner);
-                    let save =
-                        Box::pin(async move { inner.finish(cookie, loaded, failure, res).await });
+                    let save = Box::pin(async move { inner.finish(ending, res).await });
                     this.stage.set(Stage::Saving { save });
                 }
                 StageProj::Saving { save } => return save.as_mut().poll(cx).map(Ok),
             }
         }
     }
-}
-
-/// The session cookie's value in the request, checked. Works on bytes, without parsing
-/// the other cookies: the first cookie with our name decides.
-fn read_cookie(headers: &HeaderMap, name: &str) -> CookieState {
-    let name = name.as_bytes();
-    for header in headers.get_all(COOKIE) {
-        let mut rest = header.as_bytes();
-        while !rest.is_empty() {
-            let end = rest.iter().position(|&b| b == b';').unwrap_or(rest.len());
-            let pair = rest[..end].trim_ascii_start();
-            rest = rest.get(end + 1..).unwrap_or_default();
-            if pair.len() > name.len() && pair.starts_with(name) && pair[name.len()] == b'=' {
-                let value = pair[name.len() + 1..].trim_ascii_end();
-                return SessionId::parse_bytes(value)
-                    .map_or(CookieState::Invalid, CookieState::Valid);
-            }
-        }
-    }
-    CookieState::Absent
 }
 
 impl<S: SessionStore> LoadSession for Inner<S> {
@@ -436,26 +408,25 @@ impl<S: SessionStore> Inner<S> {
     /// Saves what the request changed and fixes up the response.
     async fn finish<B>(
         &self,
-        cookie: CookieState,
-        loaded: Option<Loaded>,
-        failure: Option<StatusCode>,
+        ending: Ending,
         mut res: ServiceResponse<B>,
     ) -> ServiceResponse<EitherBody<B>> {
         if res.status().is_server_error() {
             // The handler failed: whatever it changed is not to be trusted.
             return res.map_into_left_body();
         }
-        if let Some(status) = failure {
-            // The session could not be loaded or written back: whatever the handler
-            // answered was built on a session it did not have.
-            tracing::debug!(%status, "session failure overrides the handler's response");
-            return replace(res, status);
-        }
-        let Some(loaded) = loaded else {
-            return res.map_into_left_body();
+        let plan = match ending {
+            Ending::Unused => return res.map_into_left_body(),
+            Ending::Failed(status) => {
+                // The session could not be loaded or written back: whatever the handler
+                // answered was built on a session it did not have.
+                tracing::debug!(%status, "session failure overrides the handler's response");
+                return replace(res, status);
+            }
+            Ending::Save(plan) => plan,
         };
-        let mut plan = SavePlan::new(cookie, loaded, self.config.ttl_extension);
-        let written = match self.execute(&mut plan).await {
+        let rule = plan.cookie;
+        let written = match self.execute(plan).await {
             Ok(written) => written,
             Err(err) => {
                 // A save that failed may still have been applied (the answer was lost):
@@ -464,7 +435,7 @@ impl<S: SessionStore> Inner<S> {
                 return replace(res, SessionError::Store(err).status_code());
             }
         };
-        let action = match plan.cookie(written, self.config.browser_session) {
+        let action = match rule.apply(written, self.config.browser_session) {
             Ok(action) => action,
             Err(refusal) => {
                 match refusal {
@@ -480,175 +451,67 @@ impl<S: SessionStore> Inner<S> {
             }
         };
         let header = match action {
-            CookieAction::Keep => None,
+            CookieAction::Keep => return res.map_into_left_body(),
             CookieAction::Set(id) => self.cookies.set(&id),
-            CookieAction::Remove => Some(self.cookies.removal.clone()),
+            CookieAction::Remove => Ok(self.cookies.removal()),
         };
-        if let Some(header) = header {
-            res.headers_mut().append(SET_COOKIE, header);
+        match header {
+            Ok(header) => {
+                res.headers_mut().append(SET_COOKIE, header);
+                res.map_into_left_body()
+            }
+            // The template was checked when the middleware was built, and ids are hex. Should
+            // it ever fail, the request fails loudly rather than without its cookie.
+            Err(err) => {
+                crate::error::log_error(&err);
+                replace(res, StatusCode::INTERNAL_SERVER_ERROR)
+            }
         }
-        res.map_into_left_body()
     }
 
-    fn change_set(&self, mode: SaveMode, changes: Vec<KeyChange>) -> ChangeSet {
-        ChangeSet::new(mode, changes, self.config.conflict_policy, self.config.ttl)
+    fn change_set(&self, changes: Vec<KeyChange>) -> ChangeSet {
+        ChangeSet::new(changes, self.config.conflict_policy, self.config.ttl)
     }
 
-    /// Runs the plan's delete and write (taking its changes).
-    async fn execute(&self, plan: &mut SavePlan) -> Result<Written, StoreError> {
+    /// Runs the plan's delete and write.
+    async fn execute(&self, plan: SavePlan) -> Result<Written, StoreError> {
         if let Some(old) = &plan.delete {
             self.timed(self.store.delete(old)).await?;
         }
-        Ok(match &mut plan.write {
+        let ttl = self.config.ttl;
+        Ok(match plan.write {
             Write::Nothing => Written::Nothing,
             // The request has its session already: a failed extension is logged, and the
             // response goes out without a cookie rather than as a 503.
-            Write::Touch(id) => match self.timed(self.store.touch(id, self.config.ttl)).await {
-                Ok(alive) => Written::Touched(alive),
+            Write::Touch(id) => match self.timed(self.store.touch(&id, ttl)).await {
+                Ok(alive) => Written::Touched(id, alive),
                 Err(err) => {
                     self.failures.failure(&err);
-                    Written::Touched(false)
+                    Written::Touched(id, false)
                 }
             },
-            Write::Update(id, changes) => {
-                let changes = self.change_set(SaveMode::Update, std::mem::take(changes));
-                Written::Saved(*id, self.timed(self.store.save(id, &changes)).await?)
+            Write::Create(data) => {
+                let new = SessionId::generate();
+                self.timed(self.store.create(&new, &data, ttl)).await?;
+                Written::Created(new)
             }
-            Write::Create(changes) => {
-                let changes = self.change_set(SaveMode::Create, std::mem::take(changes));
-                self.with_fresh_id(|new| {
-                    let changes = &changes;
-                    async move { self.store.save(&new, changes).await }
-                })
-                .await?
+            Write::Update(id, changes) => {
+                let changes = self.change_set(changes);
+                Written::Updated(id, self.timed(self.store.update(&id, &changes)).await?)
             }
             Write::Renew(id, changes) => {
-                let changes = self.change_set(SaveMode::Update, std::mem::take(changes));
-                let id = *id;
-                self.with_fresh_id(|new| {
-                    let changes = &changes;
-                    async move { self.store.renew(&id, &new, changes).await }
-                })
-                .await?
+                let changes = self.change_set(changes);
+                let new = SessionId::generate();
+                Written::Renewed(
+                    new,
+                    self.timed(self.store.renew(&id, &new, &changes)).await?,
+                )
             }
         })
-    }
-
-    /// Runs a write to a fresh id, with another fresh id if the first is taken.
-    async fn with_fresh_id<F, Fut>(&self, write: F) -> Result<Written, StoreError>
-    where
-        F: Fn(SessionId) -> Fut,
-        Fut: Future<Output = Result<SaveOutcome, StoreError>>,
-    {
-        for _ in 0..ID_ATTEMPTS {
-            let new = SessionId::generate();
-            match self.timed(write(new)).await? {
-                SaveOutcome::IdTaken => {}
-                outcome => return Ok(Written::Saved(new, outcome)),
-            }
-        }
-        Err(StoreError::unavailable(format!(
-            "the store reported {ID_ATTEMPTS} fresh session ids as taken"
-        )))
-    }
-}
-
-/// The `Set-Cookie` headers, rendered once when the middleware is built: a session cookie
-/// is the head, the id and the tail; the removal cookie never changes.
-struct CookieHeaders {
-    head: String,
-    tail: String,
-    removal: HeaderValue,
-}
-
-impl CookieHeaders {
-    fn new(config: &SessionConfig) -> Self {
-        let placeholder = SessionId::generate();
-        let rendered = config.session_cookie(&placeholder).to_string();
-        let (head, tail) = rendered
-            .split_once(placeholder.as_str())
-            .map(|(head, tail)| (head.to_owned(), tail.to_owned()))
-            .unwrap_or_default();
-        let removal = HeaderValue::from_str(&config.removal_cookie().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        Self {
-            head,
-            tail,
-            removal,
-        }
-    }
-
-    /// The header that sets the cookie to `id`.
-    fn set(&self, id: &SessionId) -> Option<HeaderValue> {
-        let mut header = String::with_capacity(self.head.len() + 32 + self.tail.len());
-        header.push_str(&self.head);
-        header.push_str(id.as_str());
-        header.push_str(&self.tail);
-        match HeaderValue::try_from(header) {
-            Ok(value) => Some(value),
-            // The settings were validated at build time and ids are hex: this cannot happen.
-            Err(err) => {
-                tracing::error!(error = %err, "cannot encode the session cookie");
-                None
-            }
-        }
     }
 }
 
 fn replace<B>(res: ServiceResponse<B>, status: StatusCode) -> ServiceResponse<EitherBody<B>> {
     let (req, _) = res.into_parts();
     ServiceResponse::new(req, opaque_response(status)).map_into_right_body()
-}
-
-#[cfg(test)]
-mod tests {
-    use actix_web::http::header::HeaderName;
-
-    use super::*;
-
-    fn headers(values: &[&str]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for v in values {
-            map.append(
-                HeaderName::from_static("cookie"),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        map
-    }
-
-    const ID: &str = "0123456789abcdef0123456789abcdef";
-
-    #[test]
-    fn reads_our_cookie_among_others() {
-        let id = SessionId::parse(ID).unwrap();
-        let got = read_cookie(&headers(&[&format!("a=1; session={ID}; b=2")]), "session");
-        assert_eq!(got, CookieState::Valid(id));
-        let got = read_cookie(&headers(&["a=1", &format!("session={ID}")]), "session");
-        assert_eq!(got, CookieState::Valid(id));
-        assert_eq!(
-            read_cookie(&headers(&["sessionx=1; xsession=2"]), "session"),
-            CookieState::Absent
-        );
-        assert_eq!(read_cookie(&headers(&[]), "session"), CookieState::Absent);
-    }
-
-    #[test]
-    fn malformed_values_are_invalid() {
-        for value in [
-            "",
-            "../x",
-            "ABCDEF0123456789ABCDEF0123456789",
-            "\"x\"",
-            "%0D%0A",
-        ] {
-            let got = read_cookie(&headers(&[&format!("session={value}")]), "session");
-            assert_eq!(got, CookieState::Invalid, "{value:?}");
-        }
-        let spaced = format!("session={} {}", &ID[..16], &ID[16..]);
-        assert_eq!(
-            read_cookie(&headers(&[&spaced]), "session"),
-            CookieState::Invalid
-        );
-    }
 }

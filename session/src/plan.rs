@@ -1,5 +1,6 @@
 //! The save plan: what the end of a request does to the store and to the cookie, decided
-//! from the session's state alone, so that every rule can be tested without a store.
+//! from the session's state alone, so that every rule can be tested without a store. The
+//! middleware only executes it.
 //!
 //! The cookie rule it keeps: a response sets or removes the session cookie only when this
 //! request created, renewed, emptied or purged the session, or extended a persistent
@@ -9,10 +10,29 @@
 
 use crate::{
     config::TtlExtension,
-    session::{CookieState, Loaded},
-    storage::{KeyChange, SaveOutcome},
+    storage::{KeyChange, SaveOutcome, SessionMap},
     SessionId,
 };
+
+/// What a request left of its session, as the plan needs it.
+#[derive(Debug, Default)]
+pub(crate) struct Ended {
+    /// The id of the stored record the session was loaded from; `None` for a session not
+    /// stored yet (new, unknown id, or purged in this request).
+    pub(crate) record: Option<SessionId>,
+    /// The session's data as the handler left it.
+    pub(crate) data: SessionMap,
+    /// The keys whose value changed, with the value seen at load.
+    pub(crate) changes: Vec<KeyChange>,
+    /// `renew` was called on a stored session.
+    pub(crate) renew: bool,
+    /// `purge` was called.
+    pub(crate) purged: bool,
+    /// The record `purge` deletes: the cookie's id, if it was one.
+    pub(crate) purge: Option<SessionId>,
+    /// The request carried a session cookie, which a removal must clear.
+    pub(crate) had_cookie: bool,
+}
 
 /// What to do at the end of a request that used its session.
 #[derive(Debug)]
@@ -20,10 +40,7 @@ pub(crate) struct SavePlan {
     /// A record to delete first: the session was purged.
     pub(crate) delete: Option<SessionId>,
     pub(crate) write: Write,
-    /// The request asked for the session to be purged.
-    purged: bool,
-    /// The request carried a session cookie, which a removal must clear.
-    had_cookie: bool,
+    pub(crate) cookie: CookieRule,
 }
 
 /// The store write of a [`SavePlan`].
@@ -33,8 +50,8 @@ pub(crate) enum Write {
     Nothing,
     /// Extend the TTL of this record (read-only request, [`TtlExtension::OnEveryRequest`]).
     Touch(SessionId),
-    /// Store a new session under a fresh id.
-    Create(Vec<KeyChange>),
+    /// Store a new session, with this data, under a fresh id.
+    Create(SessionMap),
     /// Apply the changes to this record.
     Update(SessionId, Vec<KeyChange>),
     /// Move this record to a fresh id, applying the changes.
@@ -46,11 +63,21 @@ pub(crate) enum Write {
 pub(crate) enum Written {
     /// No write was planned.
     Nothing,
-    /// A touch: whether the record was there (and is extended).
-    Touched(bool),
-    /// A create, update or renew, with the id written to (the fresh id for a create or a
-    /// renew).
-    Saved(SessionId, SaveOutcome),
+    /// A touch of this id: whether the record was there (and is extended).
+    Touched(SessionId, bool),
+    /// A new session, stored under this id.
+    Created(SessionId),
+    /// An update of this id.
+    Updated(SessionId, SaveOutcome),
+    /// A renew, to this new id.
+    Renewed(SessionId, SaveOutcome),
+}
+
+/// How the response's cookie follows from what was written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CookieRule {
+    purged: bool,
+    had_cookie: bool,
 }
 
 /// What the response does with the cookie.
@@ -75,31 +102,32 @@ pub(crate) enum Refusal {
 
 impl SavePlan {
     /// The plan for a session as the handler left it.
-    pub(crate) fn new(cookie: CookieState, loaded: Loaded, ttl_extension: TtlExtension) -> Self {
-        let purged = loaded.is_purged();
-        let (record, renew, delete) = (loaded.record, loaded.renew, loaded.purge);
-        let changes = loaded.into_changes();
-        let write = match record {
-            None if changes.is_empty() => Write::Nothing,
-            None => Write::Create(changes),
-            Some(id) if renew => Write::Renew(id, changes),
-            Some(id) if !changes.is_empty() => Write::Update(id, changes),
+    pub(crate) fn new(ended: Ended, ttl_extension: TtlExtension) -> Self {
+        let write = match ended.record {
+            None if ended.data.is_empty() => Write::Nothing,
+            None => Write::Create(ended.data),
+            Some(id) if ended.renew => Write::Renew(id, ended.changes),
+            Some(id) if !ended.changes.is_empty() => Write::Update(id, ended.changes),
             Some(id) if ttl_extension == TtlExtension::OnEveryRequest => Write::Touch(id),
             Some(_) => Write::Nothing,
         };
         Self {
-            delete,
+            delete: ended.purge.filter(|_| ended.purged),
             write,
-            purged,
-            had_cookie: cookie != CookieState::Absent,
+            cookie: CookieRule {
+                purged: ended.purged,
+                had_cookie: ended.had_cookie,
+            },
         }
     }
+}
 
+impl CookieRule {
     /// What the response does with the cookie once the write answered `written`.
     /// `browser_session`: the cookie has no Max-Age, so extending the session does not
     /// re-send it.
-    pub(crate) fn cookie(
-        &self,
+    pub(crate) fn apply(
+        self,
         written: Written,
         browser_session: bool,
     ) -> Result<CookieAction, Refusal> {
@@ -115,22 +143,22 @@ impl SavePlan {
                 CookieAction::Set(id)
             }
         };
-        let renewed_or_created = matches!(self.write, Write::Create(_) | Write::Renew(..));
-        let emptied_a_record = matches!(self.write, Write::Update(..) | Write::Renew(..));
         Ok(match written {
-            Written::Touched(true) => match self.write {
-                Write::Touch(id) => extended(id),
-                _ => CookieAction::Keep,
-            },
-            Written::Saved(id, SaveOutcome::Saved) if renewed_or_created => CookieAction::Set(id),
-            Written::Saved(id, SaveOutcome::Saved) => extended(id),
-            Written::Saved(_, SaveOutcome::Conflict) => return Err(Refusal::Conflict),
-            Written::Saved(_, SaveOutcome::Moved) => return Err(Refusal::Moved),
+            Written::Created(id) | Written::Renewed(id, SaveOutcome::Saved) => {
+                CookieAction::Set(id)
+            }
+            Written::Touched(id, true) | Written::Updated(id, SaveOutcome::Saved) => extended(id),
+            Written::Updated(_, SaveOutcome::Conflict)
+            | Written::Renewed(_, SaveOutcome::Conflict) => return Err(Refusal::Conflict),
+            Written::Updated(_, SaveOutcome::Moved) | Written::Renewed(_, SaveOutcome::Moved) => {
+                return Err(Refusal::Moved)
+            }
             // This request's changes emptied the stored session.
-            Written::Saved(_, SaveOutcome::Emptied) if emptied_a_record => ended,
+            Written::Updated(_, SaveOutcome::Emptied)
+            | Written::Renewed(_, SaveOutcome::Emptied) => ended,
             _ if self.purged => ended,
-            // Nothing written, the session gone or expired meanwhile (its changes are dropped:
-            // no resurrection), or it was never there: leave the cookie to whoever set it.
+            // Nothing written, or the session gone or expired meanwhile (its changes are
+            // dropped: no resurrection): leave the cookie to whoever set it.
             _ => CookieAction::Keep,
         })
     }
@@ -139,55 +167,59 @@ impl SavePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::SessionMap;
 
     fn id() -> SessionId {
         SessionId::generate()
     }
 
-    fn loaded(record: Option<SessionId>, data: &[(&str, &str)]) -> Loaded {
-        let data: SessionMap = data
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Loaded::for_tests(record, data)
+    fn change() -> Vec<KeyChange> {
+        vec![KeyChange::new(
+            "a".into(),
+            Some("2".into()),
+            Some("1".into()),
+        )]
     }
 
-    fn plan(cookie: CookieState, loaded: Loaded) -> SavePlan {
-        SavePlan::new(cookie, loaded, TtlExtension::OnChange)
+    fn plan(ended: Ended) -> SavePlan {
+        SavePlan::new(ended, TtlExtension::OnChange)
     }
 
     #[test]
     fn a_read_only_request_writes_nothing_and_sends_no_cookie() {
         let old = id();
-        for (cookie, record) in [
-            (CookieState::Valid(old), Some(old)),
-            // The id was unknown: a fresh, empty session that stays empty.
-            (CookieState::Valid(old), None),
-            (CookieState::Invalid, None),
-            (CookieState::Absent, None),
-        ] {
-            let plan = plan(cookie, loaded(record, &[("a", "1")]));
+        for (record, had_cookie) in [(Some(old), true), (None, true), (None, false)] {
+            let plan = plan(Ended {
+                record,
+                had_cookie,
+                ..Ended::default()
+            });
             assert_eq!(plan.write, Write::Nothing);
-            assert_eq!(plan.cookie(Written::Nothing, false), Ok(CookieAction::Keep));
+            assert_eq!(
+                plan.cookie.apply(Written::Nothing, false),
+                Ok(CookieAction::Keep)
+            );
         }
     }
 
     #[test]
     fn an_update_that_finds_the_session_gone_or_moved_sends_no_cookie() {
         let old = id();
-        let mut session = loaded(Some(old), &[("a", "1")]);
-        session.set_for_tests("a", "2");
-        let plan = plan(CookieState::Valid(old), session);
-        assert!(matches!(plan.write, Write::Update(..)));
-        let answer = |outcome| plan.cookie(Written::Saved(old, outcome), false);
+        let plan = plan(Ended {
+            record: Some(old),
+            changes: change(),
+            had_cookie: true,
+            ..Ended::default()
+        });
+        assert_eq!(plan.write, Write::Update(old, change()));
+        let answer = |outcome| plan.cookie.apply(Written::Updated(old, outcome), false);
         assert_eq!(answer(SaveOutcome::Saved), Ok(CookieAction::Set(old)));
         assert_eq!(answer(SaveOutcome::Gone), Ok(CookieAction::Keep));
         assert_eq!(answer(SaveOutcome::Emptied), Ok(CookieAction::Remove));
         assert_eq!(answer(SaveOutcome::Moved), Err(Refusal::Moved));
         assert_eq!(answer(SaveOutcome::Conflict), Err(Refusal::Conflict));
         assert_eq!(
-            plan.cookie(Written::Saved(old, SaveOutcome::Saved), true),
+            plan.cookie
+                .apply(Written::Updated(old, SaveOutcome::Saved), true),
             Ok(CookieAction::Keep),
             "a browser-session cookie needs no new expiry"
         );
@@ -197,47 +229,46 @@ mod tests {
     fn a_touch_re_sends_the_cookie_only_if_the_session_is_still_there() {
         let old = id();
         let plan = SavePlan::new(
-            CookieState::Valid(old),
-            loaded(Some(old), &[("a", "1")]),
+            Ended {
+                record: Some(old),
+                had_cookie: true,
+                ..Ended::default()
+            },
             TtlExtension::OnEveryRequest,
         );
         assert_eq!(plan.write, Write::Touch(old));
-        assert_eq!(
-            plan.cookie(Written::Touched(true), false),
-            Ok(CookieAction::Set(old))
-        );
-        assert_eq!(
-            plan.cookie(Written::Touched(false), false),
-            Ok(CookieAction::Keep)
-        );
+        let answer = |alive| plan.cookie.apply(Written::Touched(old, alive), false);
+        assert_eq!(answer(true), Ok(CookieAction::Set(old)));
+        assert_eq!(answer(false), Ok(CookieAction::Keep));
     }
 
     #[test]
     fn create_and_renew_set_the_new_id() {
         let (old, new) = (id(), id());
-        let mut fresh = loaded(None, &[]);
-        fresh.set_for_tests("a", "1");
-        let plan = plan(CookieState::Valid(old), fresh);
-        assert!(matches!(plan.write, Write::Create(_)));
+        let data: SessionMap = [("a".to_owned(), "1".to_owned())].into_iter().collect();
+        let plan = plan(Ended {
+            data: data.clone(),
+            had_cookie: true,
+            ..Ended::default()
+        });
+        assert_eq!(plan.write, Write::Create(data));
         assert_eq!(
-            plan.cookie(Written::Saved(new, SaveOutcome::Saved), true),
+            plan.cookie.apply(Written::Created(new), true),
             Ok(CookieAction::Set(new)),
             "a new id is always sent, browser-session cookie or not"
         );
-        let mut renewed = loaded(Some(old), &[("a", "1")]);
-        renewed.renew = true;
-        let plan = self::plan(CookieState::Valid(old), renewed);
+        let plan = self::plan(Ended {
+            record: Some(old),
+            renew: true,
+            had_cookie: true,
+            ..Ended::default()
+        });
         assert_eq!(plan.write, Write::Renew(old, Vec::new()));
+        let answer = |outcome| plan.cookie.apply(Written::Renewed(new, outcome), false);
+        assert_eq!(answer(SaveOutcome::Saved), Ok(CookieAction::Set(new)));
+        assert_eq!(answer(SaveOutcome::Gone), Ok(CookieAction::Keep));
         assert_eq!(
-            plan.cookie(Written::Saved(new, SaveOutcome::Saved), false),
-            Ok(CookieAction::Set(new))
-        );
-        assert_eq!(
-            plan.cookie(Written::Saved(new, SaveOutcome::Gone), false),
-            Ok(CookieAction::Keep)
-        );
-        assert_eq!(
-            plan.cookie(Written::Saved(new, SaveOutcome::Moved), false),
+            answer(SaveOutcome::Moved),
             Err(Refusal::Moved),
             "the second of two concurrent renews"
         );
@@ -246,13 +277,24 @@ mod tests {
     #[test]
     fn a_purge_removes_the_cookie_the_request_carried() {
         let old = id();
-        let plan = plan(CookieState::Valid(old), Loaded::purged(Some(old)));
+        let plan = plan(Ended {
+            purged: true,
+            purge: Some(old),
+            had_cookie: true,
+            ..Ended::default()
+        });
         assert_eq!((plan.delete, &plan.write), (Some(old), &Write::Nothing));
         assert_eq!(
-            plan.cookie(Written::Nothing, false),
+            plan.cookie.apply(Written::Nothing, false),
             Ok(CookieAction::Remove)
         );
-        let plan = self::plan(CookieState::Absent, Loaded::purged(None));
-        assert_eq!(plan.cookie(Written::Nothing, false), Ok(CookieAction::Keep));
+        let plan = self::plan(Ended {
+            purged: true,
+            ..Ended::default()
+        });
+        assert_eq!(
+            plan.cookie.apply(Written::Nothing, false),
+            Ok(CookieAction::Keep)
+        );
     }
 }

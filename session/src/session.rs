@@ -7,7 +7,9 @@ use futures_util::future::LocalBoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
+    config::TtlExtension,
     error::{SessionError, StoreError},
+    plan::{Ended, SavePlan},
     storage::{KeyChange, SessionMap},
     SessionExt, SessionId,
 };
@@ -18,18 +20,6 @@ pub(crate) trait LoadSession {
         &'a self,
         id: &'a SessionId,
     ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>>;
-}
-
-/// Stands in for the store where no middleware is installed.
-struct NoMiddleware;
-
-impl LoadSession for NoMiddleware {
-    fn load<'a>(
-        &'a self,
-        _id: &'a SessionId,
-    ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
-        Box::pin(async { Ok(None) })
-    }
 }
 
 /// What the request's cookie said.
@@ -94,16 +84,16 @@ fn check_key(key: &str) -> Result<(), SessionError> {
 
 /// A loaded session.
 #[derive(Debug, Default)]
-pub(crate) struct Loaded {
+struct Loaded {
     /// The id of the stored record; `None` for a session not stored yet.
-    pub(crate) record: Option<SessionId>,
-    pub(crate) data: SessionMap,
+    record: Option<SessionId>,
+    data: SessionMap,
     /// The value each touched key had at load.
     /// Sessions change a few keys per request: a list beats a map here.
     seen: Vec<(String, Option<String>)>,
-    pub(crate) renew: bool,
-    /// A record to delete at the end of the request.
-    pub(crate) purge: Option<SessionId>,
+    renew: bool,
+    /// A record to delete at the end of the request, once purged.
+    purge: Option<SessionId>,
     /// What was called, for [`Session::status`].
     status: SessionStatus,
 }
@@ -134,28 +124,9 @@ impl Loaded {
         }
     }
 
-    /// Whether the request asked for the session to be purged.
-    pub(crate) fn is_purged(&self) -> bool {
-        self.status == SessionStatus::Purged
-    }
-
-    #[cfg(test)]
-    pub(crate) fn for_tests(record: Option<SessionId>, data: SessionMap) -> Self {
-        Self {
-            record,
-            data,
-            ..Self::default()
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn set_for_tests(&mut self, key: &str, json: &str) {
-        self.set(key.to_owned(), json.to_owned());
-    }
-
     /// A purged session: `purge` is deleted at the end of the request, and keys set from
     /// now on start a new session.
-    pub(crate) fn purged(purge: Option<SessionId>) -> Self {
+    fn purged(purge: Option<SessionId>) -> Self {
         Self {
             purge,
             status: SessionStatus::Purged,
@@ -163,21 +134,49 @@ impl Loaded {
         }
     }
 
-    /// The keys whose value differs from the one they had at load.
-    pub(crate) fn into_changes(mut self) -> Vec<KeyChange> {
-        self.seen
-            .into_iter()
-            .filter_map(|(key, seen)| {
-                let now = self.data.remove(&key);
-                (now != seen).then(|| KeyChange::new(key, now, seen))
-            })
-            .collect()
+    /// What the save plan needs: the data, and the keys whose value differs from the one
+    /// they had at load.
+    fn into_ended(mut self, had_cookie: bool) -> Ended {
+        // A stored session needs the changes only, a new one its data only: move, not copy.
+        let changes = match self.record {
+            None => Vec::new(),
+            Some(_) => self
+                .seen
+                .into_iter()
+                .filter_map(|(key, seen)| {
+                    let now = self.data.remove(&key);
+                    (now != seen).then(|| KeyChange::new(key, now, seen))
+                })
+                .collect(),
+        };
+        Ended {
+            record: self.record,
+            data: self.data,
+            changes,
+            renew: self.renew,
+            purged: self.status == SessionStatus::Purged,
+            purge: self.purge,
+            had_cookie,
+        }
     }
 }
 
-pub(crate) struct State {
-    pub(crate) cookie: CookieState,
-    pub(crate) loaded: Option<Loaded>,
+/// What the middleware does with a session once the handler answered.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// The session was never used: nothing to save.
+    Unused,
+    /// A failure decides the response, whatever the handler answered: a load that failed
+    /// (even if an `Option` extractor swallowed the error), or a typed value that could not
+    /// be written back.
+    Failed(StatusCode),
+    /// Save as planned.
+    Save(SavePlan),
+}
+
+struct State {
+    cookie: CookieState,
+    loaded: Option<Loaded>,
     /// Set once the middleware has taken the state to save it.
     finished: bool,
     /// A failure that must decide the response whatever the handler answered: a load that
@@ -190,8 +189,8 @@ struct Cell {
     state: RefCell<State>,
     /// Makes concurrent loads within one request share one store round-trip.
     load_gate: tokio::sync::Mutex<()>,
-    loader: Arc<dyn LoadSession>,
-    missing_middleware: bool,
+    /// The middleware's store; `None` where no middleware wraps the route.
+    loader: Option<Arc<dyn LoadSession>>,
 }
 
 /// The session of the current request.
@@ -218,15 +217,15 @@ pub struct Session(Rc<Cell>);
 
 impl Session {
     pub(crate) fn new(cookie: CookieState, loader: Arc<dyn LoadSession>) -> Self {
-        Self::with(cookie, loader, false)
+        Self::with(cookie, Some(loader))
     }
 
     /// A handle for a request that no middleware wraps: loading it fails.
     pub(crate) fn detached() -> Self {
-        Self::with(CookieState::Absent, Arc::new(NoMiddleware), true)
+        Self::with(CookieState::Absent, None)
     }
 
-    fn with(cookie: CookieState, loader: Arc<dyn LoadSession>, missing_middleware: bool) -> Self {
+    fn with(cookie: CookieState, loader: Option<Arc<dyn LoadSession>>) -> Self {
         Self(Rc::new(Cell {
             state: RefCell::new(State {
                 cookie,
@@ -236,7 +235,6 @@ impl Session {
             }),
             load_gate: tokio::sync::Mutex::new(()),
             loader,
-            missing_middleware,
         }))
     }
 
@@ -250,9 +248,9 @@ impl Session {
     /// [`SessionError::MissingMiddleware`] when no [`SessionMiddleware`](crate::SessionMiddleware)
     /// wraps the route.
     pub async fn load(&self) -> Result<(), SessionError> {
-        if self.0.missing_middleware {
+        let Some(store) = &self.0.loader else {
             return Err(SessionError::MissingMiddleware);
-        }
+        };
         if self.is_loaded() {
             return Ok(());
         }
@@ -271,7 +269,7 @@ impl Session {
             }
         };
         let record = match &id {
-            Some(id) => match self.0.loader.load(id).await {
+            Some(id) => match store.load(id).await {
                 Ok(record) => record,
                 Err(err) => {
                     let err = SessionError::Store(err);
@@ -486,11 +484,21 @@ impl Session {
         })
     }
 
-    /// Takes the state out for saving; the handle is unusable afterwards.
-    pub(crate) fn take_state(&self) -> (CookieState, Option<Loaded>, Option<StatusCode>) {
+    /// Ends the session's part in the request: what the middleware must do now. The
+    /// handle is unusable afterwards.
+    pub(crate) fn end(&self, ttl_extension: TtlExtension) -> Ending {
         let mut state = self.0.state.borrow_mut();
         state.finished = true;
-        (state.cookie, state.loaded.take(), state.failure)
+        if let Some(status) = state.failure {
+            return Ending::Failed(status);
+        }
+        let had_cookie = state.cookie != CookieState::Absent;
+        match state.loaded.take() {
+            None => Ending::Unused,
+            Some(loaded) => {
+                Ending::Save(SavePlan::new(loaded.into_ended(had_cookie), ttl_extension))
+            }
+        }
     }
 }
 

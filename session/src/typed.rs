@@ -29,11 +29,11 @@ pub trait SessionData: Sized {
     ///
     /// [`TypedError::Missing`] or [`TypedError::Invalid`] for a required field.
     #[doc(hidden)]
-    fn read_from(reader: &mut __private::Reader<'_>) -> Result<Self, TypedError>;
+    fn read_from(reader: &mut protocol::Reader<'_>) -> Result<Self, TypedError>;
 
     /// Writes the fields back; the writer skips those whose value did not change.
     #[doc(hidden)]
-    fn write_to(&self, writer: &mut __private::Writer<'_>);
+    fn write_to(&self, writer: &mut protocol::Writer<'_>);
 }
 
 /// Why a typed session could not be extracted.
@@ -106,11 +106,11 @@ impl ResponseError for TypedError {
 /// ```
 ///
 /// The write-back happens when the extractor is dropped, at the end of the handler; the
-/// middleware then saves. [`Typed::into_inner`] writes back at once and hands the value
-/// over: changes made to it afterwards are not saved.
+/// middleware then saves. For an owned value, read one with [`Session::get_typed`]: it is
+/// a copy, and changes made to it are not saved.
 pub struct Typed<T: SessionData> {
-    value: Option<T>,
-    baselines: Vec<__private::Baseline>,
+    value: T,
+    baselines: protocol::Baselines,
     session: Session,
 }
 
@@ -123,14 +123,11 @@ impl<T: SessionData> Typed<T> {
     /// not loaded.
     pub fn from_session(session: &Session) -> Result<Self, TypedError> {
         let (value, baselines) = session.read(|data| {
-            let mut reader = __private::Reader {
-                data,
-                baselines: Vec::with_capacity(T::KEYS.len()),
-            };
+            let mut reader = protocol::Reader::new(data, T::KEYS.len());
             T::read_from(&mut reader).map(|value| (value, reader.baselines))
         })??;
         Ok(Self {
-            value: Some(value),
+            value,
             baselines,
             session: session.clone(),
         })
@@ -141,52 +138,29 @@ impl<T: SessionData> Typed<T> {
     pub fn session(&self) -> &Session {
         &self.session
     }
-
-    /// Writes back the changes now and returns the value.
-    #[must_use]
-    #[allow(
-        clippy::missing_panics_doc,
-        reason = "the value is taken only here, once"
-    )]
-    pub fn into_inner(mut self) -> T {
-        self.write_back();
-        self.value
-            .take()
-            .expect("the value is present until into_inner or drop")
-    }
-
-    fn write_back(&mut self) {
-        let Some(value) = &self.value else { return };
-        let mut writer = __private::Writer {
-            session: &self.session,
-            baselines: &self.baselines,
-            next: 0,
-        };
-        value.write_to(&mut writer);
-    }
 }
 
 impl<T: SessionData> Deref for Typed<T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        self.value
-            .as_ref()
-            .expect("the value is present until into_inner or drop")
+        &self.value
     }
 }
 
 impl<T: SessionData> DerefMut for Typed<T> {
     fn deref_mut(&mut self) -> &mut T {
-        self.value
-            .as_mut()
-            .expect("the value is present until into_inner or drop")
+        &mut self.value
     }
 }
 
 impl<T: SessionData> Drop for Typed<T> {
     fn drop(&mut self) {
-        self.write_back();
+        let mut writer = protocol::Writer {
+            session: &self.session,
+            baselines: &self.baselines,
+        };
+        self.value.write_to(&mut writer);
     }
 }
 
@@ -213,9 +187,10 @@ impl<T: SessionData + 'static> FromRequest for Typed<T> {
     }
 }
 
-/// Support for the derive. Not public API.
+/// What the derive's generated code calls. Not public API: the crate root re-exports it,
+/// hidden, under a versioned name (`__private_v1`) that the derive names.
 #[doc(hidden)]
-pub mod __private {
+pub mod protocol {
     pub use serde;
 
     use serde::{de::DeserializeOwned, Serialize};
@@ -225,23 +200,49 @@ pub mod __private {
 
     /// What a field serialized to when it was read: the writer writes a field back only if
     /// it serializes differently now.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum Baseline {
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) enum Baseline {
         /// Read as `None`: the key was absent, or held a value that does not fit (left as
         /// it is unless the handler sets the field).
         Absent,
         /// This JSON: the stored value, or the default given for an absent key or for a
         /// value that does not fit.
         Json(String),
-        /// Write the field whatever its value (`Session::insert_typed`).
-        Force,
+    }
+
+    /// The baselines of one read, by session key, so that the writer finds a field's
+    /// baseline whatever order the fields are written in. A key without a baseline is
+    /// written whatever its value: [`Session::insert_typed`] writes with none, and a value
+    /// that could not be serialized when it was read gets none.
+    ///
+    /// A struct has a handful of fields: a list searched in order beats a map.
+    #[derive(Debug, Default)]
+    pub(crate) struct Baselines(Vec<(&'static str, Baseline)>);
+
+    impl Baselines {
+        fn get(&self, key: &str) -> Option<&Baseline> {
+            self.0
+                .iter()
+                .find(|(seen, _)| *seen == key)
+                .map(|(_, baseline)| baseline)
+        }
     }
 
     /// Reads fields from a loaded session, remembering what each serialized to.
     #[derive(Debug)]
     pub struct Reader<'a> {
-        pub(super) data: &'a SessionMap,
-        pub(super) baselines: Vec<Baseline>,
+        data: &'a SessionMap,
+        pub(super) baselines: Baselines,
+    }
+
+    impl<'a> Reader<'a> {
+        /// A reader of `data` for a struct of `fields` stored fields.
+        pub(super) fn new(data: &'a SessionMap, fields: usize) -> Self {
+            Self {
+                data,
+                baselines: Baselines(Vec::with_capacity(fields)),
+            }
+        }
     }
 
     impl Reader<'_> {
@@ -251,9 +252,14 @@ pub mod __private {
             })
         }
 
-        fn remember<T: Serialize>(&mut self, value: &T) {
-            let baseline = serde_json::to_string(value).map_or(Baseline::Force, Baseline::Json);
-            self.baselines.push(baseline);
+        fn remember<T: Serialize>(&mut self, key: &'static str, value: &T) {
+            if let Ok(json) = serde_json::to_string(value) {
+                self.baselines.0.push((key, Baseline::Json(json)));
+            }
+        }
+
+        fn remember_absent(&mut self, key: &'static str) {
+            self.baselines.0.push((key, Baseline::Absent));
         }
 
         /// A field that must be present and fit.
@@ -266,7 +272,7 @@ pub mod __private {
             key: &'static str,
         ) -> Result<T, TypedError> {
             let value = self.parse(key).ok_or(TypedError::Missing { key })??;
-            self.remember(&value);
+            self.remember(key, &value);
             Ok(value)
         }
 
@@ -281,18 +287,18 @@ pub mod __private {
         ) -> Result<Option<T>, TypedError> {
             match self.parse(key) {
                 None => {
-                    self.baselines.push(Baseline::Absent);
+                    self.remember_absent(key);
                     Ok(None)
                 }
                 Some(Ok(value)) => {
-                    self.remember(&value);
+                    self.remember(key, &value);
                     Ok(Some(value))
                 }
                 Some(Err(err)) => {
                     fallback_warning(&err);
                     // Not written back unless the handler sets it: during a rolling deploy,
                     // the value may be what the other version of the app wrote.
-                    self.baselines.push(Baseline::Absent);
+                    self.remember_absent(key);
                     Ok(None)
                 }
             }
@@ -308,24 +314,17 @@ pub mod __private {
             key: &'static str,
             default: impl FnOnce() -> T,
         ) -> Result<T, TypedError> {
-            match self.parse(key) {
-                None => {
-                    let value = default();
-                    self.remember(&value);
-                    Ok(value)
-                }
-                Some(Ok(value)) => {
-                    self.remember(&value);
-                    Ok(value)
-                }
+            let value = match self.parse(key) {
+                None => default(),
+                Some(Ok(value)) => value,
                 Some(Err(err)) => {
                     fallback_warning(&err);
                     // Not written back unless the handler changes it from the default.
-                    let value = default();
-                    self.remember(&value);
-                    Ok(value)
+                    default()
                 }
-            }
+            };
+            self.remember(key, &value);
+            Ok(value)
         }
     }
 
@@ -344,17 +343,10 @@ pub mod __private {
     #[derive(Debug)]
     pub struct Writer<'a> {
         pub(super) session: &'a Session,
-        pub(super) baselines: &'a [Baseline],
-        pub(super) next: usize,
+        pub(super) baselines: &'a Baselines,
     }
 
     impl Writer<'_> {
-        fn baseline(&mut self) -> Option<&Baseline> {
-            let baseline = self.baselines.get(self.next);
-            self.next += 1;
-            baseline
-        }
-
         /// A required or defaulted field.
         pub fn value<T: Serialize>(&mut self, key: &'static str, value: &T) {
             let json = match serde_json::to_string(value) {
@@ -366,7 +358,8 @@ pub mod __private {
                     })
                 }
             };
-            let unchanged = matches!(self.baseline(), Some(Baseline::Json(seen)) if *seen == json);
+            let unchanged =
+                matches!(self.baselines.get(key), Some(Baseline::Json(seen)) if *seen == json);
             if !unchanged {
                 self.put(key, Some(json));
             }
@@ -377,7 +370,7 @@ pub mod __private {
             match value {
                 Some(inner) => self.value(key, inner),
                 None => {
-                    if self.baseline() != Some(&Baseline::Absent) {
+                    if self.baselines.get(key) != Some(&Baseline::Absent) {
                         self.put(key, None);
                     }
                 }
@@ -399,13 +392,15 @@ pub mod __private {
 }
 
 impl Session {
-    /// Reads a [`SessionData`] struct from this session.
+    /// Reads a [`SessionData`] struct from this session: an owned copy, not written back
+    /// (the [`Typed`] extractor is the view whose changes are saved). A `Typed` view still
+    /// alive has not written its changes back yet: drop it first to see them here.
     ///
     /// # Errors
     ///
     /// As [`Typed::from_session`].
     pub fn get_typed<T: SessionData>(&self) -> Result<T, TypedError> {
-        Typed::from_session(self).map(Typed::into_inner)
+        self.read(|data| T::read_from(&mut protocol::Reader::new(data, T::KEYS.len())))?
     }
 
     /// Writes every field of a [`SessionData`] struct into this session (an `Option` field
@@ -416,13 +411,86 @@ impl Session {
     /// [`SessionError::NotLoaded`] when the session is not loaded.
     pub fn insert_typed<T: SessionData>(&self, value: &T) -> Result<(), SessionError> {
         self.read(|_| ())?;
-        let baselines = vec![__private::Baseline::Force; T::KEYS.len()];
-        let mut writer = __private::Writer {
+        // No baselines: every field is written.
+        let mut writer = protocol::Writer {
             session: self,
-            baselines: &baselines,
-            next: 0,
+            baselines: &protocol::Baselines::default(),
         };
         value.write_to(&mut writer);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures_util::future::LocalBoxFuture;
+
+    use super::{protocol, SessionData, Typed, TypedError};
+    use crate::{
+        session::{CookieState, LoadSession},
+        storage::SessionMap,
+        Session, SessionId, SessionStatus, StoreError,
+    };
+
+    /// A store that holds one record.
+    struct OneRecord(SessionMap);
+
+    impl LoadSession for OneRecord {
+        fn load<'a>(
+            &'a self,
+            _id: &'a SessionId,
+        ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+            Box::pin(async { Ok(Some(self.0.clone())) })
+        }
+    }
+
+    /// Writes its fields in the opposite order to the one it reads them in.
+    struct Swapped {
+        a: u8,
+        b: u8,
+    }
+
+    impl SessionData for Swapped {
+        const KEYS: &'static [&'static str] = &["a", "b"];
+
+        fn read_from(reader: &mut protocol::Reader<'_>) -> Result<Self, TypedError> {
+            Ok(Self {
+                a: reader.required("a")?,
+                b: reader.required("b")?,
+            })
+        }
+
+        fn write_to(&self, writer: &mut protocol::Writer<'_>) {
+            writer.value("b", &self.b);
+            writer.value("a", &self.a);
+        }
+    }
+
+    #[actix_web::test]
+    async fn fields_are_matched_to_what_was_read_by_key_whatever_the_order() {
+        let record = [("a", "1"), ("b", "2")]
+            .map(|(key, json)| (key.to_owned(), json.to_owned()))
+            .into();
+        let session = Session::new(
+            CookieState::Valid(SessionId::generate()),
+            Arc::new(OneRecord(record)),
+        );
+        session.load().await.unwrap();
+
+        drop(Typed::<Swapped>::from_session(&session).unwrap());
+        assert_eq!(
+            session.status(),
+            SessionStatus::Unchanged,
+            "nothing changed"
+        );
+
+        let mut typed = Typed::<Swapped>::from_session(&session).unwrap();
+        // What `b` was read as: matched by position, `a` would look unchanged and be lost.
+        typed.a = 2;
+        drop(typed);
+        assert_eq!(session.get::<u8>("a").unwrap(), Some(2));
+        assert_eq!(session.get::<u8>("b").unwrap(), Some(2));
     }
 }

@@ -11,7 +11,7 @@ use crate::{init_app, servers::ServerProcess, suite::get};
 /// With the server stopped, session routes answer 503 with an opaque body and routes without
 /// the session 200; once it is started again, requests succeed without restarting the app
 /// (the restarted server is empty, so the counter starts again).
-pub async fn stopped_server_gives_503_and_recovers<S: SessionStore>(
+pub async fn stopped_server_gives_503_and_recovers<S: SessionStore + Clone>(
     store: S,
     server: &mut ServerProcess,
 ) {
@@ -50,7 +50,7 @@ pub async fn stopped_server_gives_503_and_recovers<S: SessionStore>(
 
 /// With the server frozen (SIGSTOP), session routes answer 503 within the middleware's 2 s
 /// timeout and routes without the session 200; once it thaws, requests succeed again.
-pub async fn frozen_server_gives_503_within_the_timeout_and_recovers<S: SessionStore>(
+pub async fn frozen_server_gives_503_within_the_timeout_and_recovers<S: SessionStore + Clone>(
     store: S,
     server: &ServerProcess,
 ) {
@@ -93,7 +93,7 @@ pub async fn frozen_server_gives_503_within_the_timeout_and_recovers<S: SessionS
 /// session and gets no cookie; a write starts a new session under a fresh id; the record is
 /// never written through (`intact` says whether it is still there, unchanged); a log-out
 /// deletes it. Logged, never a 500.
-pub async fn an_unreadable_record_is_an_unknown_id<S: SessionStore>(
+pub async fn an_unreadable_record_is_an_unknown_id<S: SessionStore + Clone>(
     store: S,
     id: actix_kv_session::SessionId,
     intact: impl AsyncFn() -> bool,
@@ -124,7 +124,7 @@ pub async fn an_unreadable_record_is_an_unknown_id<S: SessionStore>(
 /// An outage under load is a few log lines, not one per request: the first failure in full,
 /// each cause once, then at most a summary every few seconds, and one line when the store
 /// answers again, with the count of failures not reported one by one.
-pub async fn an_outage_is_logged_in_a_few_lines<S: SessionStore>(
+pub async fn an_outage_is_logged_in_a_few_lines<S: SessionStore + Clone>(
     store: S,
     server: &mut ServerProcess,
 ) {
@@ -165,7 +165,7 @@ pub async fn an_outage_is_logged_in_a_few_lines<S: SessionStore>(
 /// A connection that the server dropped while idle in the pool (a restart, `CLIENT KILL`,
 /// a proxy's idle timeout) does not fail a load: the load is retried once on a fresh
 /// connection. `drop_connections` drops every client connection the server has.
-pub async fn a_dropped_connection_does_not_fail_a_load<S: SessionStore>(
+pub async fn a_dropped_connection_does_not_fail_a_load<S: SessionStore + Clone>(
     store: S,
     drop_connections: impl AsyncFn(),
 ) {

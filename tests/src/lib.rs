@@ -1,12 +1,12 @@
 //! Test harness for actix-kv-session: the app the tests drive, store wrappers that count
-//! calls or inject faults, a real HTTP server on a free loopback port, and the suites
-//! every store runs (written once, instantiated per store with the macros below).
+//! calls or inject faults, a real HTTP server on a free loopback port, and the middleware
+//! suite every store runs (written once, instantiated per store with the macro below). The
+//! store conformance suite is the library's own, public one (feature `testing`).
 
 // Every public function here is a test or a helper of one: panicking is how it fails.
 #![allow(clippy::missing_panics_doc)]
 
 pub mod app;
-pub mod conformance;
 pub mod faults;
 pub mod logs;
 pub mod races;
@@ -15,7 +15,26 @@ pub mod servers;
 pub mod stores;
 pub mod suite;
 
+use actix_kv_session::{
+    storage::{SessionMap, SessionStore},
+    SessionId,
+};
 use actix_web::{cookie::Cookie, http::header::HeaderMap};
+
+/// Stores a session holding `pairs` (keys and JSON texts) for a minute, directly in the
+/// store; returns its id.
+pub async fn seed<S: SessionStore>(store: &S, pairs: &[(&str, &str)]) -> SessionId {
+    let data: SessionMap = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let id = SessionId::generate();
+    store
+        .create(&id, &data, std::time::Duration::from_mins(1))
+        .await
+        .expect("create a session");
+    id
+}
 
 /// The `Set-Cookie` headers of a response, parsed.
 #[must_use]
@@ -43,50 +62,10 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<Cookie<'static>> {
     cookies.pop()
 }
 
-/// Instantiates the store conformance suite: one `#[actix_web::test]` per case. `$make`
-/// is an expression giving a fresh, empty store and whatever must live as long as the store
-/// (its server process); each case evaluates it anew.
-#[macro_export]
-macro_rules! store_conformance {
-    ($make:expr) => {
-        $crate::store_conformance!(@cases $make;
-            load_of_unknown_id_is_none,
-            create_then_load_round_trips_values,
-            create_on_existing_id_is_refused,
-            update_of_missing_record_does_not_create_it,
-            update_merges_only_changed_keys,
-            removing_every_key_deletes_the_record,
-            strict_conflict_refuses_the_whole_save,
-            strict_save_passes_when_nothing_changed_since_load,
-            last_write_wins_ignores_seen_values,
-            renew_moves_data_and_deletes_old_id,
-            renew_of_missing_record_creates_nothing,
-            renew_leaves_the_old_id_moved,
-            renew_that_empties_the_session_deletes_it,
-            touch_extends_and_reports_missing,
-            delete_removes_and_ignores_unknown,
-            records_expire_after_their_ttl,
-            concurrent_saves_of_different_keys_all_persist,
-            concurrent_strict_increments_lose_nothing,
-        );
-    };
-    (@cases $make:expr; $($case:ident),+ $(,)?) => {
-        mod store_conformance {
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                #[actix_web::test]
-                async fn $case() {
-                    let (store, _server) = $make;
-                    $crate::conformance::$case(store).await;
-                }
-            )+
-        }
-    };
-}
-
 /// Instantiates the middleware suite: end-to-end behaviour through actix-web (test service
-/// and real HTTP) on top of a store. `$make` as for [`store_conformance!`].
+/// and real HTTP) on top of a store. `$make` is an expression giving a fresh, empty store
+/// and whatever must live as long as the store (its server process); each case evaluates it
+/// anew.
 #[macro_export]
 macro_rules! session_suite {
     ($make:expr) => {

@@ -139,7 +139,7 @@ fn settings() -> [(ConflictPolicy, TtlExtension); 4] {
 /// One server with the test routes under `/s0` ... `/s3`, one prefix per entry of
 /// [`settings`]. One server for them all: its worker threads' runtimes, where the store
 /// opens its connections, live as long as the test.
-fn server<S: SessionStore>(store: &S) -> TestServer {
+fn server<S: SessionStore + Clone>(store: &S) -> TestServer {
     let scopes = settings()
         .into_iter()
         .enumerate()
@@ -182,7 +182,9 @@ fn sites(server: &TestServer) -> impl Iterator<Item = ((ConflictPolicy, TtlExten
 /// flight: the browser ends up holding the new id, the renewed session holds exactly the
 /// log-in's data, every in-flight writer gets 409 with nothing applied and no cookie, every
 /// reader its normal answer and no cookie, and the old id is a new visitor afterwards.
-pub async fn renew_with_requests_in_flight_keeps_the_user_logged_in<S: SessionStore>(store: S) {
+pub async fn renew_with_requests_in_flight_keeps_the_user_logged_in<S: SessionStore + Clone>(
+    store: S,
+) {
     let server = server(&store);
     for (setting, server) in sites(&server) {
         let first = http("first", Method::GET, server.url("/counter"), None).await;
@@ -244,7 +246,7 @@ pub async fn renew_with_requests_in_flight_keeps_the_user_logged_in<S: SessionSt
 
 /// Two log-ins of one session at once: one renews (200, a new cookie), the other is told
 /// the session moved (409, no cookie); the browser holds one working session.
-pub async fn two_concurrent_renews_leave_one_working_session<S: SessionStore>(store: S) {
+pub async fn two_concurrent_renews_leave_one_working_session<S: SessionStore + Clone>(store: S) {
     let server = server(&store);
     for (setting, server) in sites(&server) {
         let first = http("first", Method::GET, server.url("/counter"), None).await;
@@ -294,7 +296,7 @@ pub async fn two_concurrent_renews_leave_one_working_session<S: SessionStore>(st
 /// A log-out (purge) while writing and read-only requests are in flight: the session stays
 /// deleted, the writers' changes are dropped, and none of them sends a cookie, so the
 /// removal stands.
-pub async fn purge_with_requests_in_flight_stays_final<S: SessionStore>(store: S) {
+pub async fn purge_with_requests_in_flight_stays_final<S: SessionStore + Clone>(store: S) {
     let server = server(&store);
     for (setting, server) in sites(&server) {
         let first = http("first", Method::GET, server.url("/counter"), None).await;

@@ -19,7 +19,7 @@ impl TestServer {
     ///
     /// If no loopback port can be bound.
     #[must_use]
-    pub fn start<S: SessionStore>(middleware: SessionMiddleware<S>) -> Self {
+    pub fn start<S: SessionStore + Clone>(middleware: SessionMiddleware<S>) -> Self {
         Self::start_scoped(vec![(String::new(), middleware)])
     }
 
@@ -30,7 +30,9 @@ impl TestServer {
     ///
     /// If no loopback port can be bound.
     #[must_use]
-    pub fn start_scoped<S: SessionStore>(scopes: Vec<(String, SessionMiddleware<S>)>) -> Self {
+    pub fn start_scoped<S: SessionStore + Clone>(
+        scopes: Vec<(String, SessionMiddleware<S>)>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let server = HttpServer::new(move || {

@@ -25,8 +25,10 @@ pub struct CountingStore<S> {
 pub struct Counts {
     /// `load` calls.
     pub load: AtomicUsize,
-    /// `save` calls.
-    pub save: AtomicUsize,
+    /// `create` calls.
+    pub create: AtomicUsize,
+    /// `update` calls.
+    pub update: AtomicUsize,
     /// `renew` calls.
     pub renew: AtomicUsize,
     /// `touch` calls.
@@ -40,7 +42,8 @@ impl Counts {
     pub fn total(&self) -> usize {
         [
             &self.load,
-            &self.save,
+            &self.create,
+            &self.update,
             &self.renew,
             &self.touch,
             &self.delete,
@@ -77,9 +80,19 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         self.inner.load(id).await
     }
 
-    async fn save(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
-        bump(&self.calls.save);
-        self.inner.save(id, changes).await
+    async fn create(
+        &self,
+        id: &SessionId,
+        data: &SessionMap,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        bump(&self.calls.create);
+        self.inner.create(id, data, ttl).await
+    }
+
+    async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
+        bump(&self.calls.update);
+        self.inner.update(id, changes).await
     }
 
     async fn renew(
@@ -157,9 +170,19 @@ impl<S: SessionStore> SessionStore for FaultyStore<S> {
         self.inner.load(id).await
     }
 
-    async fn save(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
+    async fn create(
+        &self,
+        id: &SessionId,
+        data: &SessionMap,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         self.check().await?;
-        self.inner.save(id, changes).await
+        self.inner.create(id, data, ttl).await
+    }
+
+    async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
+        self.check().await?;
+        self.inner.update(id, changes).await
     }
 
     async fn renew(

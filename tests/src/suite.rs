@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix_kv_session::{
-    storage::{ChangeSet, ConflictPolicy, KeyChange, SaveMode, SessionStore},
+    storage::{ChangeSet, ConflictPolicy, KeyChange, SessionStore},
     SessionId, SessionMiddleware, TtlExtension,
 };
 use actix_web::{
@@ -94,7 +94,7 @@ macro_rules! init_app {
     };
 }
 
-fn plain<S: SessionStore>(store: S) -> SessionMiddleware<S> {
+fn plain<S: SessionStore + Clone>(store: S) -> SessionMiddleware<S> {
     SessionMiddleware::new(store)
 }
 
@@ -103,7 +103,7 @@ fn json(value: &str) -> String {
 }
 
 /// The seed's counter: 1, then 2 for the same visitor; 1 for another.
-pub async fn counter_counts_per_visitor<S: SessionStore>(store: S) {
+pub async fn counter_counts_per_visitor<S: SessionStore + Clone>(store: S) {
     let app = init_app!(plain(store.clone()));
     let first = get(&app, "/counter", None).await;
     assert_eq!((first.status, first.body.as_str()), (StatusCode::OK, "1"));
@@ -119,7 +119,9 @@ pub async fn counter_counts_per_visitor<S: SessionStore>(store: S) {
 }
 
 /// Reading an empty session stores nothing and sets no cookie.
-pub async fn new_visitor_gets_no_cookie_until_something_is_stored<S: SessionStore>(store: S) {
+pub async fn new_visitor_gets_no_cookie_until_something_is_stored<S: SessionStore + Clone>(
+    store: S,
+) {
     let counting = CountingStore::new(store);
     let app = init_app!(plain(counting.clone()));
     let reply = get(&app, "/get/foo", None).await;
@@ -133,7 +135,7 @@ pub async fn new_visitor_gets_no_cookie_until_something_is_stored<S: SessionStor
 }
 
 /// The defaults on set and on removal, and every setting of the builder.
-pub async fn default_cookie_attributes<S: SessionStore>(store: S) {
+pub async fn default_cookie_attributes<S: SessionStore + Clone>(store: S) {
     let app = init_app!(plain(store.clone()));
     let set = get(&app, "/counter", None).await;
     let cookie = set.cookie.clone().unwrap();
@@ -187,7 +189,7 @@ pub async fn default_cookie_attributes<S: SessionStore>(store: S) {
 }
 
 /// A well-formed id the store does not know is replaced, never written.
-pub async fn unknown_id_gets_a_fresh_one_and_is_never_written<S: SessionStore>(store: S) {
+pub async fn unknown_id_gets_a_fresh_one_and_is_never_written<S: SessionStore + Clone>(store: S) {
     let app = init_app!(plain(store.clone()));
     let unknown = SessionId::generate();
     let reply = get(&app, "/counter", Some(unknown.as_str())).await;
@@ -205,14 +207,14 @@ pub async fn unknown_id_gets_a_fresh_one_and_is_never_written<S: SessionStore>(s
 }
 
 /// A request writes the keys it changed and nothing else.
-pub async fn only_changed_keys_are_written<S: SessionStore>(store: S) {
+pub async fn only_changed_keys_are_written<S: SessionStore + Clone>(store: S) {
     let counting = CountingStore::new(store.clone());
     let app = init_app!(plain(counting.clone()));
     let id = post(&app, "/set/a/1", None).await.id();
     post(&app, "/set/b/1", Some(id.as_str())).await;
     let saves = counting
         .calls()
-        .save
+        .update
         .load(std::sync::atomic::Ordering::SeqCst);
     // Setting a key to the value it has is no change: no save, no cookie.
     let same = post(&app, "/set/a/1", Some(id.as_str())).await;
@@ -220,18 +222,17 @@ pub async fn only_changed_keys_are_written<S: SessionStore>(store: S) {
     assert_eq!(
         counting
             .calls()
-            .save
+            .update
             .load(std::sync::atomic::Ordering::SeqCst),
         saves
     );
     // Someone else changes `b` between this request's load and save...
     let outside = ChangeSet::new(
-        SaveMode::Update,
         vec![KeyChange::new("b".into(), Some(json("9")), Some(json("1")))],
         ConflictPolicy::LastWriteWins,
         Duration::from_mins(1),
     );
-    store.save(&id, &outside).await.unwrap();
+    store.update(&id, &outside).await.unwrap();
     post(&app, "/set/a/2", Some(id.as_str())).await;
     // ...and the request that changed only `a` left `b` alone.
     let record = store.load(&id).await.unwrap().unwrap();
@@ -240,7 +241,7 @@ pub async fn only_changed_keys_are_written<S: SessionStore>(store: S) {
 }
 
 /// Removing the last key deletes the record and the cookie.
-pub async fn emptied_session_is_deleted_and_cookie_removed<S: SessionStore>(store: S) {
+pub async fn emptied_session_is_deleted_and_cookie_removed<S: SessionStore + Clone>(store: S) {
     let app = init_app!(plain(store.clone()));
     let id = post(&app, "/set/a/1", None).await.id();
     let removed = post(&app, "/remove/a", Some(id.as_str())).await;
@@ -259,7 +260,7 @@ pub async fn emptied_session_is_deleted_and_cookie_removed<S: SessionStore>(stor
 }
 
 /// Log-in renews: a new id with the data, the old id dead.
-pub async fn renew_moves_the_session_to_a_new_id<S: SessionStore>(store: S) {
+pub async fn renew_moves_the_session_to_a_new_id<S: SessionStore + Clone>(store: S) {
     let app = init_app!(plain(store.clone()));
     let old = get(&app, "/counter", None).await.id();
     get(&app, "/counter", Some(old.as_str())).await;
@@ -282,7 +283,7 @@ pub async fn renew_moves_the_session_to_a_new_id<S: SessionStore>(store: S) {
 }
 
 /// Log-out: record deleted, removal cookie, no load needed.
-pub async fn purge_deletes_and_removes_cookie<S: SessionStore>(store: S) {
+pub async fn purge_deletes_and_removes_cookie<S: SessionStore + Clone>(store: S) {
     let counting = CountingStore::new(store.clone());
     let app = init_app!(plain(counting.clone()));
     let id = get(&app, "/counter", None).await.id();
@@ -310,7 +311,7 @@ pub async fn purge_deletes_and_removes_cookie<S: SessionStore>(store: S) {
 }
 
 /// Keys set after a purge go to a new session.
-pub async fn purge_then_insert_starts_a_new_session<S: SessionStore>(store: S) {
+pub async fn purge_then_insert_starts_a_new_session<S: SessionStore + Clone>(store: S) {
     let app = init_app!(plain(store.clone()));
     let old = get(&app, "/counter", None).await.id();
     let reply = post(&app, "/purge-then-set", Some(old.as_str())).await;
@@ -323,7 +324,7 @@ pub async fn purge_then_insert_starts_a_new_session<S: SessionStore>(store: S) {
 }
 
 /// A 5xx response saves nothing the handler changed.
-pub async fn server_error_discards_changes<S: SessionStore>(store: S) {
+pub async fn server_error_discards_changes<S: SessionStore + Clone>(store: S) {
     let app = init_app!(plain(store.clone()));
     let id = get(&app, "/counter", None).await.id();
     let failed = post(&app, "/fail", Some(id.as_str())).await;
@@ -338,7 +339,7 @@ pub async fn server_error_discards_changes<S: SessionStore>(store: S) {
 }
 
 /// Past its TTL a session is gone: the counter starts again under a new id.
-pub async fn session_expires_after_ttl<S: SessionStore>(store: S) {
+pub async fn session_expires_after_ttl<S: SessionStore + Clone>(store: S) {
     let mw = SessionMiddleware::builder(store.clone())
         .ttl(Duration::from_secs(1))
         .build();
@@ -357,7 +358,7 @@ pub async fn session_expires_after_ttl<S: SessionStore>(store: S) {
 
 /// With the every-request policy a read extends the TTL and re-sends the cookie; with the
 /// default policy a read does neither.
-pub async fn every_request_policy_extends_ttl_and_cookie<S: SessionStore>(store: S) {
+pub async fn every_request_policy_extends_ttl_and_cookie<S: SessionStore + Clone>(store: S) {
     let ttl = Duration::from_secs(2);
     let mw = SessionMiddleware::builder(store.clone())
         .ttl(ttl)
@@ -386,7 +387,7 @@ pub async fn every_request_policy_extends_ttl_and_cookie<S: SessionStore>(store:
 }
 
 /// Two `Session` arguments of one handler are one session, loaded once.
-pub async fn two_extractors_share_one_load<S: SessionStore>(store: S) {
+pub async fn two_extractors_share_one_load<S: SessionStore + Clone>(store: S) {
     let counting = CountingStore::new(store);
     let app = init_app!(plain(counting.clone()));
     let id = get(&app, "/counter", None).await.id();
@@ -424,7 +425,7 @@ async fn http_request(url: String, method: Method, id: SessionId) -> (StatusCode
 /// Real HTTP, two workers: fifty requests at once on one session, each setting another key.
 pub async fn concurrent_requests_on_different_keys_all_persist<S>(store: S)
 where
-    S: SessionStore,
+    S: SessionStore + Clone,
 {
     let server = TestServer::start(plain(store.clone()));
     let app = init_app!(plain(store.clone()));
@@ -448,7 +449,7 @@ where
 /// refused ones are 409s.
 pub async fn strict_policy_turns_lost_updates_into_conflicts<S>(store: S)
 where
-    S: SessionStore,
+    S: SessionStore + Clone,
 {
     let strict = SessionMiddleware::builder(store.clone())
         .conflict_policy(ConflictPolicy::Strict)
@@ -478,7 +479,7 @@ where
 /// save does not bring the session back.
 pub async fn purge_during_slow_request_stays_purged<S>(store: S)
 where
-    S: SessionStore,
+    S: SessionStore + Clone,
 {
     let server = TestServer::start(plain(store.clone()));
     let app = init_app!(plain(store.clone()));
@@ -502,7 +503,9 @@ where
 /// Typed structs through the middleware: the same keys as the untyped API, only changed
 /// fields written, skipped and absent optional fields not stored, and two typed views
 /// changed by concurrent requests both kept.
-pub async fn typed_structs_round_trip_and_write_only_changed_fields<S: SessionStore>(store: S) {
+pub async fn typed_structs_round_trip_and_write_only_changed_fields<S: SessionStore + Clone>(
+    store: S,
+) {
     let app = init_app!(plain(store.clone()));
     let id = get(&app, "/typed/counter", None).await.id();
     assert_eq!(

@@ -2,10 +2,8 @@
 //! write-back, and use next to the untyped API (on the memory store; every store runs the
 //! typed case of the middleware suite too).
 
-use std::time::Duration;
-
 use actix_kv_session::{
-    storage::{ChangeSet, ConflictPolicy, KeyChange, MemoryStore, SaveMode, SessionStore},
+    storage::{MemoryStore, SessionStore},
     Session, SessionData, SessionId, SessionMiddleware, Typed, TypedError,
 };
 use actix_web::{http::StatusCode, test, web, App, HttpResponse};
@@ -17,19 +15,7 @@ use tests::{
 };
 
 async fn seeded(store: &MemoryStore, pairs: &[(&str, &str)]) -> SessionId {
-    let id = SessionId::generate();
-    let list = pairs
-        .iter()
-        .map(|(k, v)| KeyChange::new((*k).to_owned(), Some((*v).to_owned()), None))
-        .collect();
-    let changes = ChangeSet::new(
-        SaveMode::Create,
-        list,
-        ConflictPolicy::LastWriteWins,
-        Duration::from_mins(1),
-    );
-    store.save(&id, &changes).await.unwrap();
-    id
+    tests::seed(store, pairs).await
 }
 
 #[derive(SessionData)]
@@ -286,24 +272,27 @@ async fn a_value_that_cannot_be_written_back_is_a_500_and_saves_nothing() {
 }
 
 #[actix_web::test]
-async fn into_inner_writes_back_first() {
-    async fn take(counter: Typed<Counter>) -> String {
-        let mut counter = counter;
+async fn dropping_the_view_writes_back_and_a_copy_from_get_typed_is_not_saved() {
+    async fn copy(mut counter: Typed<Counter>) -> Result<String, TypedError> {
         counter.count += 1;
-        let mut value = counter.into_inner();
-        value.count += 100; // after into_inner: not saved
-        value.count.to_string()
+        let session = counter.session().clone();
+        drop(counter);
+        let mut copy: Counter = session.get_typed()?;
+        copy.count += 100;
+        Ok(copy.count.to_string())
     }
     let store = MemoryStore::default();
     let app = test::init_service(
         App::new()
             .wrap(SessionMiddleware::new(store.clone()))
-            .route("/take", web::get().to(take)),
+            .route("/copy", web::get().to(copy))
+            .configure(tests::app::routes),
     )
     .await;
-    let reply = get(&app, "/take", None).await;
-    assert_eq!(reply.body, "101");
-    assert_eq!(store.load(&reply.id()).await.unwrap().unwrap()["foo"], "1");
+    let id = get(&app, "/counter", None).await.id();
+    let reply = get(&app, "/copy", Some(id.as_str())).await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "102"));
+    assert_eq!(store.load(&id).await.unwrap().unwrap()["foo"], "2");
 }
 
 #[actix_web::test]

@@ -22,7 +22,7 @@ fn memcached() -> (MemcachedStore, ServerProcess) {
     (store, server)
 }
 
-tests::store_conformance!(memcached());
+actix_kv_session::store_conformance!(memcached());
 tests::session_suite!(memcached());
 
 #[actix_web::test]

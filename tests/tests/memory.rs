@@ -2,7 +2,7 @@
 //! particular to it: the bound.
 
 use actix_kv_session::{
-    storage::{ChangeSet, ConflictPolicy, KeyChange, MemoryStore, SaveMode, SessionStore},
+    storage::{ChangeSet, ConflictPolicy, KeyChange, MemoryStore, SaveOutcome, SessionStore},
     SessionId, SessionMiddleware, StoreError,
 };
 use actix_web::http::StatusCode;
@@ -11,7 +11,7 @@ use tests::{
     suite::{get, post},
 };
 
-tests::store_conformance!((MemoryStore::default(), ()));
+actix_kv_session::store_conformance!(MemoryStore::default());
 tests::session_suite!((MemoryStore::default(), ()));
 
 #[actix_web::test]
@@ -19,15 +19,7 @@ async fn the_store_is_bounded() {
     let store = MemoryStore::builder().max_sessions(100).build();
     let mut ids = Vec::new();
     for i in 0..1_000 {
-        let id = SessionId::generate();
-        let changes = ChangeSet::new(
-            SaveMode::Create,
-            vec![KeyChange::new("n".into(), Some(i.to_string()), None)],
-            ConflictPolicy::LastWriteWins,
-            std::time::Duration::from_mins(1),
-        );
-        store.save(&id, &changes).await.unwrap();
-        ids.push(id);
+        ids.push(tests::seed(&store, &[("n", &i.to_string())]).await);
     }
     store.run_pending_tasks();
     assert!(
@@ -52,14 +44,7 @@ async fn the_store_is_bounded() {
 async fn clones_share_one_store() {
     let store = MemoryStore::default();
     let clone = store.clone();
-    let id = SessionId::generate();
-    let changes = ChangeSet::new(
-        SaveMode::Create,
-        vec![KeyChange::new("a".into(), Some("1".into()), None)],
-        ConflictPolicy::LastWriteWins,
-        std::time::Duration::from_mins(1),
-    );
-    store.save(&id, &changes).await.unwrap();
+    let id = tests::seed(&store, &[("a", "1")]).await;
     assert!(clone.load(&id).await.unwrap().is_some());
 }
 
@@ -69,31 +54,11 @@ async fn clones_share_one_store() {
 #[actix_web::test]
 async fn a_session_evicted_after_its_load_is_not_saved_into() {
     let store = MemoryStore::builder().max_sessions(2).build();
-    let change = |mode, value: &str, seen: Option<&str>| {
-        ChangeSet::new(
-            mode,
-            vec![KeyChange::new(
-                "n".into(),
-                Some(value.into()),
-                seen.map(Into::into),
-            )],
-            ConflictPolicy::LastWriteWins,
-            std::time::Duration::from_mins(1),
-        )
-    };
-    let first = SessionId::generate();
-    store
-        .save(&first, &change(SaveMode::Create, "1", None))
-        .await
-        .unwrap();
+    let first = tests::seed(&store, &[("n", "1")]).await;
     assert!(store.load(&first).await.unwrap().is_some());
     // Crowd it out, without loading anything else on this thread: touches count as uses.
     for _ in 0..200 {
-        let id = SessionId::generate();
-        store
-            .save(&id, &change(SaveMode::Create, "1", None))
-            .await
-            .unwrap();
+        let id = tests::seed(&store, &[("n", "1")]).await;
         for _ in 0..5 {
             store
                 .touch(&id, std::time::Duration::from_mins(1))
@@ -102,13 +67,19 @@ async fn a_session_evicted_after_its_load_is_not_saved_into() {
         }
         store.run_pending_tasks();
     }
-    let outcome = store
-        .save(&first, &change(SaveMode::Update, "2", Some("1")))
-        .await
-        .unwrap();
+    let changes = ChangeSet::new(
+        vec![KeyChange::new(
+            "n".into(),
+            Some("2".into()),
+            Some("1".into()),
+        )],
+        ConflictPolicy::LastWriteWins,
+        std::time::Duration::from_mins(1),
+    );
+    let outcome = store.update(&first, &changes).await.unwrap();
     let after = store.load(&first).await.unwrap();
     assert_eq!(after, None, "the first session should have been evicted");
-    assert_eq!(outcome, actix_kv_session::storage::SaveOutcome::Gone);
+    assert_eq!(outcome, SaveOutcome::Gone);
 }
 
 /// A store full of one-request visitors evicts the least recently used sessions and never
@@ -205,18 +176,25 @@ async fn the_store_is_bounded_in_bytes_and_refuses_oversized_sessions() {
         (new.status, new.cookie),
         (StatusCode::INTERNAL_SERVER_ERROR, None)
     );
-    let changes = ChangeSet::new(
-        SaveMode::Create,
-        vec![KeyChange::new("big".into(), Some("x".repeat(70_000)), None)],
-        ConflictPolicy::LastWriteWins,
-        std::time::Duration::from_mins(1),
-    );
+    let big = [("big".to_owned(), "x".repeat(70_000))]
+        .into_iter()
+        .collect();
     let err = store
-        .save(&SessionId::generate(), &changes)
+        .create(
+            &SessionId::generate(),
+            &big,
+            std::time::Duration::from_mins(1),
+        )
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::TooLarge { limit: 65_536, .. }),
+        matches!(
+            err,
+            StoreError::TooLarge {
+                limit: Some(65_536),
+                ..
+            }
+        ),
         "{err:?}"
     );
 

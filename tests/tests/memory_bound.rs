@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix_kv_session::{
-    storage::{ChangeSet, ConflictPolicy, KeyChange, MemoryStore, SaveMode, SessionStore},
+    storage::{MemoryStore, SessionMap, SessionStore},
     SessionId,
 };
 
@@ -32,13 +32,11 @@ async fn resident_memory_stays_under_the_byte_bound() {
     let before = rss_bytes();
     let mut peak = before;
     for i in 0..100_000 {
-        let changes = ChangeSet::new(
-            SaveMode::Create,
-            vec![KeyChange::new("big".into(), Some(value.clone()), None)],
-            ConflictPolicy::LastWriteWins,
-            Duration::from_mins(10),
-        );
-        store.save(&SessionId::generate(), &changes).await.unwrap();
+        let data: SessionMap = [("big".to_owned(), value.clone())].into_iter().collect();
+        store
+            .create(&SessionId::generate(), &data, Duration::from_mins(10))
+            .await
+            .unwrap();
         if i % 1_000 == 0 {
             peak = peak.max(rss_bytes());
         }

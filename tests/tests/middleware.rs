@@ -7,7 +7,7 @@ use std::{
 };
 
 use actix_kv_session::{
-    storage::{ChangeSet, ConflictPolicy, KeyChange, MemoryStore, SaveMode, SessionStore},
+    storage::{MemoryStore, SessionStore},
     Session, SessionExt, SessionId, SessionMiddleware,
 };
 use actix_web::{
@@ -24,26 +24,8 @@ use tests::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn seeded(
-    store: &MemoryStore,
-    pairs: &[(&str, &str)],
-) -> impl std::future::Future<Output = SessionId> {
-    let store = store.clone();
-    let list: Vec<_> = pairs
-        .iter()
-        .map(|(k, v)| KeyChange::new((*k).to_owned(), Some((*v).to_owned()), None))
-        .collect();
-    async move {
-        let id = SessionId::generate();
-        let changes = ChangeSet::new(
-            SaveMode::Create,
-            list,
-            ConflictPolicy::LastWriteWins,
-            Duration::from_mins(1),
-        );
-        store.save(&id, &changes).await.unwrap();
-        id
-    }
+async fn seeded(store: &MemoryStore, pairs: &[(&str, &str)]) -> SessionId {
+    tests::seed(store, pairs).await
 }
 
 #[actix_web::test]

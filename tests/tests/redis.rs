@@ -22,7 +22,7 @@ fn redis() -> (RedisStore, ServerProcess) {
     (store, server)
 }
 
-tests::store_conformance!(redis());
+actix_kv_session::store_conformance!(redis());
 tests::session_suite!(redis());
 
 #[actix_web::test]
@@ -310,7 +310,7 @@ async fn a_key_of_another_type_is_an_unknown_id_and_a_purge_deletes_it() {
 /// a 500 nor writes over it: the session is gone.
 #[actix_web::test]
 async fn a_key_that_changed_type_after_the_load_is_never_written_over() {
-    use actix_kv_session::storage::{ChangeSet, ConflictPolicy, KeyChange, SaveMode, SaveOutcome};
+    use actix_kv_session::storage::{ChangeSet, ConflictPolicy, KeyChange, SaveOutcome};
     let (store, server) = redis();
     let mut conn = raw(&server).await;
     let app = init_app!(SessionMiddleware::new(store.clone()));
@@ -319,7 +319,6 @@ async fn a_key_that_changed_type_after_the_load_is_never_written_over() {
     let _: () = conn.del(&key).await.unwrap();
     let _: () = conn.set(&key, "not a hash").await.unwrap();
     let changes = ChangeSet::new(
-        SaveMode::Update,
         vec![KeyChange::new(
             "foo".into(),
             Some("2".into()),
@@ -328,7 +327,10 @@ async fn a_key_that_changed_type_after_the_load_is_never_written_over() {
         ConflictPolicy::LastWriteWins,
         Duration::from_mins(1),
     );
-    assert_eq!(store.save(&id, &changes).await.unwrap(), SaveOutcome::Gone);
+    assert_eq!(
+        store.update(&id, &changes).await.unwrap(),
+        SaveOutcome::Gone
+    );
     assert!(!store.touch(&id, Duration::from_mins(1)).await.unwrap());
     let value: String = conn.get(&key).await.unwrap();
     assert_eq!(value, "not a hash");

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use actix_kv_session::{
-    storage::{ChangeSet, ConflictPolicy, KeyChange, MemoryStore, SaveMode, SessionStore},
+    storage::{MemoryStore, SessionMap, SessionStore},
     SessionId,
 };
 
@@ -39,13 +39,11 @@ async fn main() {
     let before = rss_bytes();
     let started = Instant::now();
     for id in &ids {
-        let changes = ChangeSet::new(
-            SaveMode::Create,
-            vec![KeyChange::new("foo".to_owned(), Some("1".to_owned()), None)],
-            ConflictPolicy::LastWriteWins,
-            Duration::from_hours(24 * 30),
-        );
-        store.save(id, &changes).await.expect("memory store saves");
+        let data: SessionMap = [("foo".to_owned(), "1".to_owned())].into_iter().collect();
+        store
+            .create(id, &data, Duration::from_hours(24 * 30))
+            .await
+            .expect("memory store saves");
     }
     store.run_pending_tasks();
     let after = rss_bytes();

@@ -10,13 +10,13 @@ use async_memcached::{Client, Error as McError, ErrorKind, MetaProtocol, Status}
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use serde_json::value::RawValue;
 
-use super::{
-    moved_marker_ttl, ChangeSet, PoolSettings, SaveMode, SaveOutcome, SessionMap, SessionStore,
-    PING_WHEN_IDLE_FOR,
-};
+use super::{moved_marker_ttl, ChangeSet, KeyPrefix, SaveOutcome, SessionMap, SessionStore};
 use crate::{error::StoreError, SessionId};
 
-const DEFAULT_PREFIX: &str = "session:";
+/// A pooled connection idle longer than this is checked before use, so one that died while
+/// idle (a server restart) is replaced instead of failing a request. Busy connections are not
+/// checked: that would double the round-trips of every request.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Memcached's default item size limit is 1 MiB, item header and key included: keep the
 /// value safely under it.
 const DEFAULT_MAX_ITEM_SIZE: usize = 1_000_000;
@@ -24,6 +24,37 @@ const DEFAULT_MAX_ITEM_SIZE: usize = 1_000_000;
 const MAX_KEY_LEN: usize = 250;
 /// Memcached reads an expiry over 30 days as an absolute Unix time.
 const MAX_RELATIVE_TTL: u64 = 30 * 24 * 60 * 60;
+/// The connection pool's settings.
+#[derive(Debug, Clone, Copy)]
+struct PoolSettings {
+    size: usize,
+    wait: Duration,
+    create: Duration,
+    response: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            size: 16,
+            wait: Duration::from_millis(500),
+            create: Duration::from_secs(1),
+            response: Duration::from_secs(1),
+        }
+    }
+}
+
+impl PoolSettings {
+    /// The pool's timeouts: a recycle check is one command, so it gets the response timeout.
+    fn timeouts(&self) -> managed::Timeouts {
+        managed::Timeouts {
+            wait: Some(self.wait),
+            create: Some(self.create),
+            recycle: Some(self.response),
+        }
+    }
+}
+
 /// How many times a save re-reads and retries after another request changed the session.
 const CAS_ATTEMPTS: u32 = 64;
 /// The client flags of the marker a renew leaves at the old key (see
@@ -80,7 +111,7 @@ enum Item {
 #[derive(Clone)]
 pub struct MemcachedStore {
     pool: managed::Pool<Manager>,
-    prefix: std::sync::Arc<str>,
+    prefix: KeyPrefix,
     response_timeout: Duration,
     max_item_size: usize,
 }
@@ -189,7 +220,7 @@ impl MemcachedStoreBuilder {
     /// [`MemcachedStoreError::InvalidPrefix`] when the prefix cannot be part of a memcached
     /// key.
     pub fn build(self) -> Result<MemcachedStore, MemcachedStoreError> {
-        let valid = self.prefix.len() + 32 <= MAX_KEY_LEN
+        let valid = self.prefix.len() + SessionId::LEN <= MAX_KEY_LEN
             && self.prefix.bytes().all(|b| b.is_ascii_graphic());
         if !valid {
             return Err(MemcachedStoreError::InvalidPrefix {
@@ -204,7 +235,7 @@ impl MemcachedStoreBuilder {
             .map_err(MemcachedStoreError::Pool)?;
         Ok(MemcachedStore {
             pool,
-            prefix: self.prefix.into(),
+            prefix: KeyPrefix::new(self.prefix),
             response_timeout: self.pool.response,
             max_item_size: self.max_item_size,
         })
@@ -231,17 +262,14 @@ impl MemcachedStore {
         }
         MemcachedStoreBuilder {
             addr,
-            prefix: DEFAULT_PREFIX.to_owned(),
+            prefix: KeyPrefix::DEFAULT.to_owned(),
             pool: PoolSettings::default(),
             max_item_size: DEFAULT_MAX_ITEM_SIZE,
         }
     }
 
     fn key(&self, id: &SessionId) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + 32);
-        key.push_str(&self.prefix);
-        key.push_str(id.as_str());
-        key
+        self.prefix.key(id)
     }
 
     /// Runs `op` on a pooled client within the response timeout.
@@ -289,7 +317,7 @@ impl MemcachedStore {
         if bytes.len() > self.max_item_size {
             return Err(StoreError::TooLarge {
                 size: bytes.len(),
-                limit: self.max_item_size,
+                limit: Some(self.max_item_size),
             });
         }
         Ok(bytes)
@@ -333,14 +361,15 @@ fn expiry(ttl: Duration) -> u64 {
 
 /// How a memcached error reads as a [`StoreError`].
 fn store_error(err: McError) -> StoreError {
-    match &err {
-        McError::Protocol(Status::Error(ErrorKind::Server(message)))
-            if message.contains("too large") =>
-        {
-            StoreError::TooLarge { size: 0, limit: 0 }
-        }
-        _ => StoreError::unavailable(err),
-    }
+    StoreError::unavailable(err)
+}
+
+/// Whether memcached refused an item as larger than its `-I` limit.
+fn refused_as_too_large(err: &McError) -> bool {
+    matches!(
+        err,
+        McError::Protocol(Status::Error(ErrorKind::Server(message))) if message.contains("too large")
+    )
 }
 
 /// Whether a store error is a connection that broke under an operation.
@@ -419,13 +448,14 @@ impl MemcachedStore {
         let result = client
             .meta_set(key, value.as_slice(), false, None, Some(&flags))
             .await;
-        write_result(result).map_err(|err| match err {
-            StoreError::TooLarge { .. } => StoreError::TooLarge {
+        if result.as_ref().is_err_and(refused_as_too_large) {
+            // The server's own limit (`-I`) is lower than `max_item_size`.
+            return Err(StoreError::TooLarge {
                 size: value.len(),
-                limit: self.max_item_size,
-            },
-            other => other,
-        })
+                limit: None,
+            });
+        }
+        write_result(result)
     }
 
     /// Replaces the item at `key` with the moved marker, if it still has the CAS token `cas`.
@@ -481,11 +511,14 @@ impl MemcachedStore {
         Ok(Ok((record, cas)))
     }
 
-    /// Merges `changes` onto the item at `key` with CAS, retrying on lost races.
+    /// Merges `changes` onto the item at `key` with compare-and-swap, retrying when another
+    /// request changed the item first; for a renew (`to` given), the merged session goes to
+    /// `to` and the item becomes the moved marker, by the same compare-and-swap.
     async fn merge(
         &self,
         client: &mut Client,
         key: &str,
+        to: Option<&str>,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
         for _ in 0..CAS_ATTEMPTS {
@@ -493,25 +526,70 @@ impl MemcachedStore {
                 Ok(merged) => merged,
                 Err(outcome) => return Ok(outcome),
             };
-            let (written, done) = if record.is_empty() {
-                (
-                    self.delete_if(client, key, cas).await?,
-                    SaveOutcome::Emptied,
-                )
-            } else {
-                (
-                    self.put(client, key, &record, Some(cas), changes.ttl())
-                        .await?,
-                    SaveOutcome::Saved,
-                )
+            let written = match (record.is_empty(), to) {
+                (true, _) => self
+                    .delete_if(client, key, cas)
+                    .await?
+                    .then(SaveOutcome::Emptied),
+                (false, None) => self
+                    .put(client, key, &record, Some(cas), changes.ttl())
+                    .await?
+                    .then(SaveOutcome::Saved),
+                (false, Some(to)) => {
+                    self.move_to(client, key, cas, to, &record, changes.ttl())
+                        .await?
+                }
             };
             match written {
-                Write::Done => return Ok(done),
-                Write::Missing => return Ok(SaveOutcome::Gone),
-                Write::Lost => backoff().await,
+                Attempt::Ended(outcome) => return Ok(outcome),
+                Attempt::Lost => backoff().await,
             }
         }
         Err(StoreError::Contended(CAS_ATTEMPTS))
+    }
+
+    /// One attempt of a renew: stores `record` at `to`, then turns the item at `key` into
+    /// the marker if it still has the token `cas`, or takes `to` back.
+    async fn move_to(
+        &self,
+        client: &mut Client,
+        key: &str,
+        cas: u64,
+        to: &str,
+        record: &SessionMap,
+        ttl: Duration,
+    ) -> Result<Attempt, StoreError> {
+        match self.put(client, to, record, None, ttl).await? {
+            Write::Done => {}
+            Write::Lost | Write::Missing => return Err(StoreError::IdInUse),
+        }
+        let marked = self.mark_moved(client, key, cas, ttl).await?;
+        if !matches!(marked, Write::Done) {
+            client
+                .meta_delete(to, false, None, None)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(marked.then(SaveOutcome::Saved))
+    }
+}
+
+/// How one compare-and-swap attempt ended.
+enum Attempt {
+    /// With this outcome.
+    Ended(SaveOutcome),
+    /// Another request changed the item first: read it again.
+    Lost,
+}
+
+impl Write {
+    /// The attempt's end, with `outcome` if the write was done.
+    fn then(self, outcome: SaveOutcome) -> Attempt {
+        match self {
+            Self::Done => Attempt::Ended(outcome),
+            Self::Missing => Attempt::Ended(SaveOutcome::Gone),
+            Self::Lost => Attempt::Lost,
+        }
     }
 }
 
@@ -550,25 +628,26 @@ impl SessionStore for MemcachedStore {
         .await
     }
 
-    async fn save(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
+    async fn create(
+        &self,
+        id: &SessionId,
+        data: &SessionMap,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let key = self.key(id);
         self.run(Retry::Never, || {
-            async |client| match changes.mode() {
-                SaveMode::Update => self.merge(client, &key, changes).await,
-                SaveMode::Create => {
-                    let mut record = SessionMap::new();
-                    changes.apply_to(&mut record);
-                    if record.is_empty() {
-                        return Ok(SaveOutcome::Emptied);
-                    }
-                    Ok(
-                        match self.put(client, &key, &record, None, changes.ttl()).await? {
-                            Write::Done => SaveOutcome::Saved,
-                            Write::Lost | Write::Missing => SaveOutcome::IdTaken,
-                        },
-                    )
-                }
+            async |client| match self.put(client, &key, data, None, ttl).await? {
+                Write::Done => Ok(()),
+                Write::Lost | Write::Missing => Err(StoreError::IdInUse),
             }
+        })
+        .await
+    }
+
+    async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
+        let key = self.key(id);
+        self.run(Retry::Never, || {
+            async |client| self.merge(client, &key, None, changes).await
         })
         .await
     }
@@ -581,41 +660,7 @@ impl SessionStore for MemcachedStore {
     ) -> Result<SaveOutcome, StoreError> {
         let (old, new) = (self.key(from), self.key(to));
         self.run(Retry::Never, || {
-            async |client| {
-                for _ in 0..CAS_ATTEMPTS {
-                    let (record, cas) = match self.read_merged(client, &old, changes).await? {
-                        Ok(merged) => merged,
-                        Err(outcome) => return Ok(outcome),
-                    };
-                    if record.is_empty() {
-                        match self.delete_if(client, &old, cas).await? {
-                            Write::Done => return Ok(SaveOutcome::Emptied),
-                            Write::Missing => return Ok(SaveOutcome::Gone),
-                            Write::Lost => continue,
-                        }
-                    }
-                    match self.put(client, &new, &record, None, changes.ttl()).await? {
-                        Write::Done => {}
-                        Write::Lost | Write::Missing => return Ok(SaveOutcome::IdTaken),
-                    }
-                    // The old item must still be the one merged from; then it becomes the
-                    // marker. Otherwise undo and retry.
-                    match self.mark_moved(client, &old, cas, changes.ttl()).await? {
-                        Write::Done => return Ok(SaveOutcome::Saved),
-                        outcome => {
-                            client
-                                .meta_delete(&new, false, None, None)
-                                .await
-                                .map_err(store_error)?;
-                            if matches!(outcome, Write::Missing) {
-                                return Ok(SaveOutcome::Gone);
-                            }
-                            backoff().await;
-                        }
-                    }
-                }
-                Err(StoreError::Contended(CAS_ATTEMPTS))
-            }
+            async |client| self.merge(client, &old, Some(&new), changes).await
         })
         .await
     }

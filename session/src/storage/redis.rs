@@ -1,40 +1,35 @@
-//! The Redis store, on deadpool-redis.
+//! The Redis store: one hash per session, on redis-rs's connection manager.
 
 use std::{
     fmt,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, PoisonError,
-    },
-    time::{Duration, Instant},
+    sync::{Arc, OnceLock},
+    time::Duration,
 };
 
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use deadpool_redis::{
-    redis::{
-        aio::{ConnectionLike, MultiplexedConnection},
-        from_redis_value, AsyncConnectionConfig, Client, Cmd, FromRedisValue, IntoConnectionInfo,
-        RedisError, Script, Value,
-    },
-    Runtime,
+use deadpool_redis::redis::{
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    from_redis_value, Client, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError,
+    RedisFuture, Script, ScriptInvocation, Value,
 };
 
 use super::{
-    moved_marker_ttl, ChangeSet, ConflictPolicy, PoolSettings, SaveMode, SaveOutcome, SessionMap,
-    SessionStore, PING_WHEN_IDLE_FOR,
+    moved_marker_ttl, ChangeSet, ConflictPolicy, KeyPrefix, SaveOutcome, SessionMap, SessionStore,
 };
 use crate::{error::StoreError, SessionId};
-
-const DEFAULT_PREFIX: &str = "session:";
 
 /// Sessions kept in Redis: one hash per session at `prefix + id`, one field per session
 /// key, each value JSON. Every session expires after its TTL (`PEXPIRE`).
 ///
-/// A load is one round-trip (`HGETALL`); a save is one round-trip, a Lua script that
-/// applies `HSET`, `HDEL` and `PEXPIRE` atomically and only to a hash that still exists
-/// (unless the session is new), so concurrent requests that change different keys all
-/// persist, and a session deleted meanwhile stays deleted. `renew` moves the hash to the new
-/// id in the same script (`RENAME`).
+/// A load is one round-trip (`HGETALL`); an update is one round-trip, a Lua script that
+/// applies `HSET`, `HDEL` and `PEXPIRE` atomically and only to a hash that still exists, so
+/// concurrent requests that change different keys all persist, and a session deleted
+/// meanwhile stays deleted. `renew` moves the hash to the new id in the same script
+/// (`RENAME`) and leaves a marker at the old key.
+///
+/// The store talks to Redis over one multiplexed connection that every request shares
+/// (redis-rs's `ConnectionManager`, which pipelines their commands and reconnects after a
+/// failure), opened at the first request. [`RedisStore::from_pool`] uses an application's
+/// deadpool-redis pool instead.
 ///
 /// ```no_run
 /// use actix_kv_session::{storage::RedisStore, SessionMiddleware};
@@ -51,22 +46,12 @@ const DEFAULT_PREFIX: &str = "session:";
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    pool: Pool,
-    /// The connection requests use while it is healthy and busy, without asking the pool.
-    hot: Arc<Mutex<Option<Hot>>>,
-    prefix: Arc<str>,
-    /// SHA-1 of the save script, for `EVALSHA`.
-    script_sha: Arc<str>,
+    connection: Source,
+    prefix: KeyPrefix,
+    script: Arc<Script>,
 }
 
-/// The last connection the pool handed out, shared by requests until it breaks or idles.
-struct Hot {
-    conn: MultiplexedConnection,
-    broken: Arc<AtomicBool>,
-    last_used: Instant,
-}
-
-/// The save script: applies a change set atomically, or extends a TTL.
+/// The update script: applies a change set atomically, or extends a TTL.
 const SAVE_SCRIPT: &str = include_str!("redis/save.lua");
 
 /// The hash field of the marker a renew leaves at the old key (see
@@ -79,78 +64,83 @@ const MOVED_FIELD: &[u8] = b"\0moved";
 /// script turns back into bytes when a strict save compares what it saw.
 const RAW_PREFIX: &str = "\0raw:";
 
+/// Where the store's connections come from.
+#[derive(Clone)]
+enum Source {
+    /// The store's own shared connection, made at the first request.
+    Managed(Arc<Managed>),
+    /// A pool the application made with deadpool-redis.
+    Pool(deadpool_redis::Pool),
+}
+
+/// A connection manager, made when first needed: it spawns its tasks on the runtime it is
+/// made in, and a store may be built before any runtime runs.
+struct Managed {
+    client: Client,
+    config: ConnectionManagerConfig,
+    manager: OnceLock<ConnectionManager>,
+}
+
+/// One connection, for one operation.
+enum Connection {
+    Managed(ConnectionManager),
+    Pooled(deadpool_redis::Connection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Managed(conn) => conn.req_packed_command(cmd),
+            Self::Pooled(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Managed(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Pooled(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Managed(conn) => conn.get_db(),
+            Self::Pooled(conn) => conn.get_db(),
+        }
+    }
+}
+
 /// What the save script is asked to do.
 #[derive(Clone, Copy)]
 enum ScriptOp<'a> {
-    Save(&'a ChangeSet),
+    /// Store a new session, where nothing is stored.
+    Create(&'a SessionMap, Duration),
+    Update(&'a ChangeSet),
     Touch(Duration),
 }
 
-/// Whether a command may be sent again after the connection broke under it.
+/// Whether a command may be sent again after the connection broke under it (the server
+/// restarted, `CLIENT KILL`, a proxy cut it): then it runs once more, on the connection the
+/// manager makes anew (or another from the pool), so a load does not fail for a connection
+/// that was already dead. A timeout is not retried.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
     /// Idempotent (a read, a TTL extension, a delete): once more, on a fresh connection.
     OnceIfDropped,
-    /// A save: it may have been applied before the connection broke, so its outcome is
+    /// A write: it may have been applied before the connection broke, so its outcome is
     /// unknown and it must not be applied twice.
     Never,
 }
 
-#[derive(Clone)]
-enum Pool {
-    /// The store's own pool: pings only connections that were idle.
-    Own(managed::Pool<Manager>),
-    /// A pool the application made with deadpool-redis.
-    Given(deadpool_redis::Pool),
-}
-
-/// A pooled multiplexed connection, with a flag a request sets when it saw it break.
-///
-/// Requests do not hold the pool object while they wait for Redis: they clone the
-/// connection (clones share one socket and pipeline their commands) and give the object back
-/// at once, so a handful of connections serve any number of concurrent requests. A request
-/// that sees the connection break sets the flag, and the pool replaces it at its next turn.
-struct Pooled {
-    conn: MultiplexedConnection,
-    broken: Arc<AtomicBool>,
-}
-
-/// Makes multiplexed connections; pings only those idle for a while.
-struct Manager {
-    client: Client,
-    config: AsyncConnectionConfig,
-}
-
-impl managed::Manager for Manager {
-    type Type = Pooled;
-    type Error = RedisError;
-
-    async fn create(&self) -> Result<Pooled, RedisError> {
-        // Boxed: connecting is a large future, and the pool's `get` future would carry it
-        // inline into every request's future.
-        let connect = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config);
-        let conn = Box::pin(connect).await?;
-        Ok(Pooled {
-            conn,
-            broken: Arc::default(),
-        })
-    }
-
-    async fn recycle(&self, pooled: &mut Pooled, metrics: &Metrics) -> RecycleResult<RedisError> {
-        if pooled.broken.load(Ordering::Relaxed) {
-            return Err(RecycleError::message(
-                "the connection broke during a request",
-            ));
-        }
-        if metrics.last_used() >= PING_WHEN_IDLE_FOR {
-            pooled
-                .conn
-                .req_packed_command(&deadpool_redis::redis::cmd("PING"))
-                .await?;
-        }
-        Ok(())
+impl Retry {
+    /// Whether to send the command again after `answer`.
+    fn again<T>(self, answer: &Result<T, RedisError>) -> bool {
+        self == Self::OnceIfDropped && answer.as_ref().is_err_and(connection_broke)
     }
 }
 
@@ -161,29 +151,23 @@ pub enum RedisStoreError {
     /// The URL or connection info is not valid.
     #[error("invalid Redis connection info")]
     InvalidUrl(#[source] RedisError),
-    /// The pool could not be built from the settings.
-    #[error("cannot build the Redis connection pool")]
-    Pool(#[source] managed::BuildError),
 }
 
 /// Builds a [`RedisStore`].
 #[must_use]
 pub struct RedisStoreBuilder {
-    source: Source,
-    prefix: String,
-    pool: PoolSettings,
-}
-
-enum Source {
-    Info(Result<Client, RedisError>),
-    Pool(deadpool_redis::Pool),
+    client: Result<Client, RedisError>,
+    prefix: KeyPrefix,
+    connect_timeout: Duration,
+    response_timeout: Duration,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
             .field("prefix", &self.prefix)
-            .field("pool", &self.pool)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -191,33 +175,19 @@ impl fmt::Debug for RedisStoreBuilder {
 impl RedisStoreBuilder {
     /// The prefix of every session's key (default `session:`, as `sanic_session`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// The most connections the pool holds (default 16). Connections are multiplexed and
-    /// shared: requests pipeline their commands on them, and a new one is opened only while
-    /// all are being checked or connected, so a busy app usually needs very few.
-    pub fn pool_size(mut self, size: usize) -> Self {
-        self.pool.size = size;
-        self
-    }
-
-    /// How long a request waits for a free connection (default 500 ms).
-    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
-        self.pool.wait = timeout;
+        self.prefix = KeyPrefix::new(prefix);
         self
     }
 
     /// How long connecting to Redis may take (default 1 s).
-    pub fn create_timeout(mut self, timeout: Duration) -> Self {
-        self.pool.create = timeout;
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
     /// How long Redis may take to answer one command (default 1 s).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.pool.response = timeout;
+        self.response_timeout = timeout;
         self
     }
 
@@ -227,28 +197,22 @@ impl RedisStoreBuilder {
     ///
     /// [`RedisStoreError::InvalidUrl`] when the URL does not parse.
     pub fn build(self) -> Result<RedisStore, RedisStoreError> {
-        let pool = match self.source {
-            Source::Pool(pool) => Pool::Given(pool),
-            Source::Info(client) => {
-                let client = client.map_err(RedisStoreError::InvalidUrl)?;
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.pool.create))
-                    .set_response_timeout(Some(self.pool.response));
-                let pool = managed::Pool::builder(Manager { client, config })
-                    .max_size(self.pool.size)
-                    .timeouts(self.pool.timeouts())
-                    .runtime(Runtime::Tokio1)
-                    .build()
-                    .map_err(RedisStoreError::Pool)?;
-                Pool::Own(pool)
-            }
+        let client = self.client.map_err(RedisStoreError::InvalidUrl)?;
+        // One attempt per reconnection: while Redis is down each request fails at once
+        // (503), and the first one after it is back reconnects.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(0);
+        let managed = Managed {
+            client,
+            config,
+            manager: OnceLock::new(),
         };
-        Ok(RedisStore {
-            pool,
-            hot: Arc::default(),
-            prefix: self.prefix.into(),
-            script_sha: Script::new(SAVE_SCRIPT).get_hash().into(),
-        })
+        Ok(RedisStore::with(
+            Source::Managed(Arc::new(managed)),
+            self.prefix,
+        ))
     }
 }
 
@@ -265,211 +229,162 @@ impl RedisStore {
 
     /// A builder for a store on the Redis at `url`.
     pub fn builder(url: impl IntoConnectionInfo) -> RedisStoreBuilder {
-        Self::builder_from(Source::Info(Client::open(url)))
+        RedisStoreBuilder {
+            client: Client::open(url),
+            prefix: KeyPrefix::default(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+        }
     }
 
-    /// A builder for a store on a pool the application already has. The pool's own size
-    /// and timeouts apply; the builder's pool settings are ignored.
-    pub fn builder_with_pool(pool: deadpool_redis::Pool) -> RedisStoreBuilder {
-        Self::builder_from(Source::Pool(pool))
-    }
-
-    /// A store on a pool the application already has, with the default prefix.
+    /// A store on a pool the application already has, with the default prefix: each
+    /// operation takes a connection from the pool, as its settings say (deadpool-redis
+    /// checks each connection it hands out with a `PING`).
     #[must_use]
     pub fn from_pool(pool: deadpool_redis::Pool) -> Self {
-        match Self::builder_with_pool(pool).build() {
-            Ok(store) => store,
-            // A given pool needs no URL parsing: building cannot fail.
-            Err(err) => unreachable!("{err}"),
+        Self::from_pool_with_prefix(pool, KeyPrefix::DEFAULT)
+    }
+
+    /// [`RedisStore::from_pool`], with another key prefix.
+    #[must_use]
+    pub fn from_pool_with_prefix(pool: deadpool_redis::Pool, prefix: impl Into<String>) -> Self {
+        Self::with(Source::Pool(pool), KeyPrefix::new(prefix))
+    }
+
+    fn with(connection: Source, prefix: KeyPrefix) -> Self {
+        Self {
+            connection,
+            prefix,
+            script: Arc::new(Script::new(SAVE_SCRIPT)),
         }
     }
 
-    fn builder_from(source: Source) -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            source,
-            prefix: DEFAULT_PREFIX.to_owned(),
-            pool: PoolSettings::default(),
+    /// A connection for one operation.
+    async fn connection(&self) -> Result<Connection, StoreError> {
+        match &self.connection {
+            Source::Managed(managed) => {
+                if let Some(manager) = managed.manager.get() {
+                    return Ok(Connection::Managed(manager.clone()));
+                }
+                let made = ConnectionManager::new_lazy_with_config(
+                    managed.client.clone(),
+                    managed.config.clone(),
+                )
+                .map_err(StoreError::unavailable)?;
+                Ok(Connection::Managed(
+                    managed.manager.get_or_init(|| made).clone(),
+                ))
+            }
+            // Boxed: deadpool's `get` future is several KiB, and would otherwise sit inline
+            // in every request's future.
+            Source::Pool(pool) => Box::pin(pool.get())
+                .await
+                .map(Connection::Pooled)
+                .map_err(StoreError::unavailable),
         }
     }
 
-    /// The Redis key of a session.
-    fn key(&self, id: &SessionId) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + 32);
-        key.push_str(&self.prefix);
-        key.push_str(id.as_str());
-        key
-    }
-
-    /// A connection to run one command on, and the flag to set if it breaks.
-    ///
-    /// Multiplexed connections are shared: requests take the hot one, without the pool,
-    /// while it is healthy and in use. The pool is asked (and pings, and replaces broken
-    /// connections) only when there is none, it broke, or it idled past a second.
-    async fn connection(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), StoreError> {
-        let now = Instant::now();
-        if let Some(hot) = self
-            .hot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-        {
-            let fresh = now.saturating_duration_since(hot.last_used) < PING_WHEN_IDLE_FOR;
-            if fresh && !hot.broken.load(Ordering::Relaxed) {
-                hot.last_used = now;
-                return Ok((hot.conn.clone(), Arc::clone(&hot.broken)));
-            }
-        }
-        // Boxed: deadpool's `get` future is several KiB, and would otherwise sit inline in
-        // every request's future.
-        let (conn, broken) = match &self.pool {
-            Pool::Own(pool) => {
-                let pooled = Box::pin(pool.get())
-                    .await
-                    .map_err(StoreError::unavailable)?;
-                (pooled.conn.clone(), Arc::clone(&pooled.broken))
-            }
-            // deadpool-redis checks its connections itself; the flag only retires the hot one.
-            Pool::Given(pool) => {
-                let conn = Box::pin(pool.get())
-                    .await
-                    .map_err(StoreError::unavailable)?;
-                (MultiplexedConnection::clone(&conn), Arc::default())
-            }
-        };
-        let hot = Hot {
-            conn: conn.clone(),
-            broken: Arc::clone(&broken),
-            last_used: now,
-        };
-        *self.hot.lock().unwrap_or_else(PoisonError::into_inner) = Some(hot);
-        Ok((conn, broken))
-    }
-
-    /// Sends one command and reads its answer. The connection's own future is boxed, so
-    /// this future stays small: the middleware holds it across a request.
-    ///
-    /// With [`Retry::OnceIfDropped`], a command whose connection broke under it (the server
-    /// restarted, `CLIENT KILL`, a proxy cut it) is sent once more on a fresh connection
-    /// (the pool's idle ones are dropped first), so a load does not fail for a connection
-    /// that was already dead; a timeout is not retried.
+    /// Sends one command and reads its answer (see [`Retry`]).
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd, retry: Retry) -> Result<T, StoreError> {
-        let (mut conn, mut broken) = self.connection().await?;
+        let mut conn = self.connection().await?;
         let mut answer = conn
             .req_packed_command(cmd)
             .await
             .and_then(Value::extract_error);
-        if let Err(err) = &answer {
-            if retry == Retry::OnceIfDropped && connection_broke(err) {
-                broken.store(true, Ordering::Relaxed);
-                self.drop_idle_connections();
-                let (mut conn, fresh) = self.connection().await?;
-                broken = fresh;
-                answer = conn
-                    .req_packed_command(cmd)
-                    .await
-                    .and_then(Value::extract_error);
-            }
+        if retry.again(&answer) {
+            let mut conn = self.connection().await?;
+            answer = conn
+                .req_packed_command(cmd)
+                .await
+                .and_then(Value::extract_error);
         }
-        let value = answer.map_err(|err| Self::failure(err, Some(&broken)))?;
-        from_redis_value(value).map_err(|err| Self::failure(err.into(), None))
+        let value = answer.map_err(|err| classify(&err)(err))?;
+        from_redis_value(value).map_err(|err| StoreError::unavailable(RedisError::from(err)))
     }
 
-    /// Drops the pool's idle connections: what broke one (a server restart, `CLIENT KILL`)
-    /// most likely broke them all, and a retry must not pick another dead one.
-    fn drop_idle_connections(&self) {
-        match &self.pool {
-            Pool::Own(pool) => drop(pool.retain(|_, _| false)),
-            Pool::Given(pool) => drop(pool.retain(|_, _| false)),
-        }
-    }
-
-    /// The store error for a Redis error; flags the connection when the error broke it.
-    fn failure(err: RedisError, broken: Option<&AtomicBool>) -> StoreError {
-        if err.is_unrecoverable_error() || err.is_io_error() || err.is_timeout() {
-            if let Some(broken) = broken {
-                broken.store(true, Ordering::Relaxed);
-            }
-        }
-        classify(&err)(err)
-    }
-
-    /// Runs the save script: `EVALSHA`, or `EVAL` once when the server does not have it
-    /// (a fresh or restarted Redis).
+    /// Runs the save script (redis-rs sends `EVALSHA`, and loads the script first on a
+    /// server that does not have it).
     async fn apply(
         &self,
         key: String,
         target: Option<String>,
         op: ScriptOp<'_>,
     ) -> Result<SaveOutcome, StoreError> {
-        let script_cmd = |verb: &str, script: &str| {
-            let mut cmd = deadpool_redis::redis::cmd(verb);
-            cmd.arg(script)
-                .arg(if target.is_some() { 2 } else { 1 })
-                .arg(&key);
-            if let Some(target) = &target {
-                cmd.arg(target);
-            }
-            let (mode, strict, ttl, changes) = match op {
-                ScriptOp::Touch(ttl) => ("t", false, ttl, &[][..]),
-                ScriptOp::Save(changes) => (
-                    match changes.mode() {
-                        SaveMode::Create => "c",
-                        SaveMode::Update => "u",
-                    },
-                    changes.policy() == ConflictPolicy::Strict,
-                    changes.ttl(),
-                    changes.changes(),
-                ),
-            };
-            cmd.arg(mode)
-                .arg(if strict { "1" } else { "0" })
-                .arg(millis(ttl))
-                .arg(millis(moved_marker_ttl(ttl)))
-                .arg(changes.len());
-            for change in changes {
-                let (op, value) = match change.value() {
-                    Some(value) => ("s", value),
-                    None => ("d", ""),
-                };
-                let (seen_flag, seen) = match change.seen() {
-                    Some(seen) => ("1", seen),
-                    None => ("0", ""),
-                };
-                cmd.arg(change.key())
-                    .arg(op)
-                    .arg(value)
-                    .arg(seen_flag)
-                    .arg(seen);
-            }
-            cmd
-        };
+        let mut invocation = self.script.prepare_invoke();
+        fill(&mut invocation, key, target, op);
         // A touch changes nothing but a TTL: it may be sent again if the connection broke.
         let retry = match op {
             ScriptOp::Touch(_) => Retry::OnceIfDropped,
-            ScriptOp::Save(_) => Retry::Never,
+            ScriptOp::Create(..) | ScriptOp::Update(_) => Retry::Never,
         };
-        let sha = script_cmd("EVALSHA", &self.script_sha);
-        let status: String = match self.query(&sha, retry).await {
-            Err(StoreError::Unavailable(err))
-                if err
-                    .downcast_ref::<RedisError>()
-                    .is_some_and(|e| e.code() == Some("NOSCRIPT")) =>
-            {
-                self.query(&script_cmd("EVAL", SAVE_SCRIPT), retry).await?
-            }
-            other => other?,
-        };
+        let mut conn = self.connection().await?;
+        let mut answer = invocation.invoke_async(&mut conn).await;
+        if retry.again(&answer) {
+            let mut conn = self.connection().await?;
+            answer = invocation.invoke_async(&mut conn).await;
+        }
+        let status: String = answer.map_err(|err| classify(&err)(err))?;
         match status.as_str() {
             "saved" => Ok(SaveOutcome::Saved),
             "emptied" => Ok(SaveOutcome::Emptied),
             "gone" => Ok(SaveOutcome::Gone),
             "moved" => Ok(SaveOutcome::Moved),
             "conflict" => Ok(SaveOutcome::Conflict),
-            "taken" => Ok(SaveOutcome::IdTaken),
+            "taken" => Err(StoreError::IdInUse),
             other => Err(StoreError::corrupt(format!(
                 "unexpected answer {other:?} from the save script"
             ))),
         }
+    }
+}
+
+/// The save script's keys and arguments for `op` (see the top of `redis/save.lua`).
+fn fill(
+    invocation: &mut ScriptInvocation<'_>,
+    key: String,
+    target: Option<String>,
+    op: ScriptOp<'_>,
+) {
+    invocation.key(key);
+    if let Some(target) = target {
+        invocation.key(target);
+    }
+    let (mode, strict, ttl, count) = match op {
+        ScriptOp::Create(data, ttl) => ("c", false, ttl, data.len()),
+        ScriptOp::Update(changes) => (
+            "u",
+            changes.policy() == ConflictPolicy::Strict,
+            changes.ttl(),
+            changes.changes().len(),
+        ),
+        ScriptOp::Touch(ttl) => ("t", false, ttl, 0),
+    };
+    invocation
+        .arg(mode)
+        .arg(if strict { "1" } else { "0" })
+        .arg(millis(ttl))
+        .arg(millis(moved_marker_ttl(ttl)))
+        .arg(count);
+    let mut change = |key: &str, value: Option<&str>, seen: Option<&str>| {
+        invocation
+            .arg(key)
+            .arg(if value.is_some() { "s" } else { "d" })
+            .arg(value.unwrap_or_default())
+            .arg(if seen.is_some() { "1" } else { "0" })
+            .arg(seen.unwrap_or_default());
+    };
+    match op {
+        ScriptOp::Create(data, _) => {
+            for (key, value) in data {
+                change(key, Some(value), None);
+            }
+        }
+        ScriptOp::Update(changes) => {
+            for c in changes.changes() {
+                change(c.key(), c.value(), c.seen());
+            }
+        }
+        ScriptOp::Touch(_) => {}
     }
 }
 
@@ -527,13 +442,13 @@ fn millis(ttl: Duration) -> u64 {
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = match &self.pool {
-            Pool::Own(pool) => pool.status(),
-            Pool::Given(pool) => pool.status(),
+        let source = match &self.connection {
+            Source::Managed(_) => "connection manager",
+            Source::Pool(_) => "application pool",
         };
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
-            .field("pool", &status)
+            .field("connection", &source)
             .finish_non_exhaustive()
     }
 }
@@ -542,15 +457,32 @@ impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
         let fields: Vec<(Vec<u8>, Vec<u8>)> = self
             .query(
-                deadpool_redis::redis::cmd("HGETALL").arg(self.key(id)),
+                deadpool_redis::redis::cmd("HGETALL").arg(self.prefix.key(id)),
                 Retry::OnceIfDropped,
             )
             .await?;
         Ok(into_record(fields))
     }
 
-    async fn save(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
-        self.apply(self.key(id), None, ScriptOp::Save(changes))
+    async fn create(
+        &self,
+        id: &SessionId,
+        data: &SessionMap,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self
+            .apply(self.prefix.key(id), None, ScriptOp::Create(data, ttl))
+            .await?
+        {
+            SaveOutcome::Saved => Ok(()),
+            other => Err(StoreError::corrupt(format!(
+                "the save script answered {other:?} to a create"
+            ))),
+        }
+    }
+
+    async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
+        self.apply(self.prefix.key(id), None, ScriptOp::Update(changes))
             .await
     }
 
@@ -560,24 +492,24 @@ impl SessionStore for RedisStore {
         to: &SessionId,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
-        let update = ChangeSet::new(
-            SaveMode::Update,
-            changes.changes().to_vec(),
-            changes.policy(),
-            changes.ttl(),
-        );
-        self.apply(self.key(from), Some(self.key(to)), ScriptOp::Save(&update))
-            .await
+        self.apply(
+            self.prefix.key(from),
+            Some(self.prefix.key(to)),
+            ScriptOp::Update(changes),
+        )
+        .await
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        let outcome = self.apply(self.key(id), None, ScriptOp::Touch(ttl)).await?;
+        let outcome = self
+            .apply(self.prefix.key(id), None, ScriptOp::Touch(ttl))
+            .await?;
         Ok(outcome == SaveOutcome::Saved)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.query(
-            deadpool_redis::redis::cmd("DEL").arg(self.key(id)),
+            deadpool_redis::redis::cmd("DEL").arg(self.prefix.key(id)),
             Retry::OnceIfDropped,
         )
         .await

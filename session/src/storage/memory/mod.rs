@@ -1,21 +1,22 @@
 //! The in-memory store, on moka.
 
+mod last_loaded;
+mod slot;
+
 use std::{
-    cell::RefCell,
     fmt,
-    sync::{
-        atomic::{AtomicU32, AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard, PoisonError,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use moka::{notification::RemovalCause, policy::EvictionPolicy, sync::Cache, Expiry};
 
-use super::{
-    moved_marker_ttl, ChangeSet, ConflictPolicy, SaveMode, SaveOutcome, SessionMap, SessionStore,
+use self::{
+    last_loaded::LastLoaded,
+    slot::{Fields, Found, Slot},
 };
-use crate::{error::StoreError, id::IdHashBuilder, SessionId};
+use super::{moved_marker_ttl, ChangeSet, SaveOutcome, SessionMap, SessionStore};
+use crate::{error::StoreError, SessionId};
 
 /// How many sessions a [`MemoryStore`] keeps by default before it evicts the least
 /// recently used ones.
@@ -24,6 +25,9 @@ const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// The largest session a [`MemoryStore`] keeps by default, as memcached's default item limit.
 const DEFAULT_MAX_SESSION_BYTES: usize = 1024 * 1024;
+
+/// The hasher of the cache: ids are random, so a fast one is enough.
+type Hasher = foldhash::fast::RandomState;
 
 /// Sessions kept in this process's memory.
 ///
@@ -56,196 +60,18 @@ const DEFAULT_MAX_SESSION_BYTES: usize = 1024 * 1024;
 /// last save or touch.
 ///
 /// Each session sits behind its own lock, in a moka cache that bounds the store and drops
-/// idle entries: a save merges its changes under that lock, atomically, without writing to
-/// the cache unless the session grew past what the cache counted for it, so saves of
-/// different sessions never wait for each other and a save of an existing session costs
-/// one cache read.
+/// idle entries: an update merges its changes under that lock, atomically, in place,
+/// without writing to the cache unless the session grew past what the cache counted for
+/// it. Counted by callgrind (`bench/memory_ops.sh`, `docs/bench/memory-ops.txt`), such an
+/// update costs about 1,200 instructions; moka's own atomic update
+/// (`entry().and_compute_with`, which copies the session and writes the cache) costs about
+/// 11,000, a third of a whole `/counter` request (32,000).
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<SessionId, Arc<Slot>, IdHashBuilder>,
-    identity: Arc<()>,
+    cache: Cache<SessionId, Arc<Slot>, Hasher>,
+    last_loaded: LastLoaded,
     weigher: Weigher,
     max_session_bytes: usize,
-}
-
-thread_local! {
-    /// The slot of the last session loaded on this thread, by store: saves a second cache
-    /// lookup when the request saves it.
-    static LAST_LOADED: RefCell<Option<(usize, SessionId, Arc<Slot>)>> = const { RefCell::new(None) };
-}
-
-/// One stored session.
-struct Slot {
-    state: Mutex<SlotState>,
-    /// The time to live of the last write, in milliseconds, for the cache's own expiry.
-    ttl_ms: AtomicU64,
-    /// The session's weight (see [`Weigher`]), set under the lock by every write.
-    weight: AtomicU32,
-    /// The weight the cache counts for this slot: `weight` as it was when the slot was last
-    /// written to the cache (its weigher reads this).
-    counted: AtomicU32,
-}
-
-struct SlotState {
-    data: Record,
-    /// The session (or the marker of a moved one) is gone after this instant.
-    deadline: Instant,
-    life: Life,
-}
-
-/// Where a slot stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Life {
-    Alive,
-    /// Renewed to another id: the slot is the marker that makes late saves answer
-    /// [`SaveOutcome::Moved`]; it holds no data.
-    Moved,
-    /// Deleted (purged, emptied, evicted): a request still holding the slot must not write
-    /// to it.
-    Dead,
-}
-
-/// A slot, as an operation finds it.
-enum Found<'a> {
-    Alive(MutexGuard<'a, SlotState>),
-    Moved,
-    Gone,
-}
-
-impl Slot {
-    fn new(data: Record, ttl: Duration, weight: u32) -> Self {
-        Self {
-            state: Mutex::new(SlotState {
-                data,
-                deadline: Instant::now() + ttl,
-                life: Life::Alive,
-            }),
-            ttl_ms: AtomicU64::new(as_millis(ttl)),
-            weight: AtomicU32::new(weight),
-            counted: AtomicU32::new(weight),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The slot's state, for an operation on the session.
-    fn find(&self) -> Found<'_> {
-        let state = self.lock();
-        if state.deadline <= Instant::now() {
-            return Found::Gone;
-        }
-        match state.life {
-            Life::Alive => Found::Alive(state),
-            Life::Moved => Found::Moved,
-            Life::Dead => Found::Gone,
-        }
-    }
-
-    /// Moves the deadline one `ttl` from now. True when `ttl` is longer than the last one:
-    /// the cache's expiry, set from the last one at the read that found this slot, must then
-    /// be set again (by another read) or it could drop the session before its deadline.
-    fn extend(&self, state: &mut SlotState, ttl: Duration) -> bool {
-        state.deadline = Instant::now() + ttl;
-        let ttl = as_millis(ttl);
-        self.ttl_ms.swap(ttl, Ordering::Relaxed) < ttl
-    }
-
-    fn kill(&self) {
-        self.lock().life = Life::Dead;
-    }
-
-    fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
-    }
-}
-
-fn as_millis(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A stored session, kept compact: most sessions hold a few small keys, and a list costs a
-/// fraction of a hash map's table (for one key, about 100 bytes against about 300).
-#[derive(Clone, Default)]
-struct Record(Vec<(String, String)>);
-
-impl Record {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn to_map(&self) -> SessionMap {
-        let mut map = SessionMap::with_capacity(self.0.len());
-        map.extend(self.0.iter().map(|(k, v)| (k.clone(), v.clone())));
-        map
-    }
-
-    /// The session's size as the size limit counts it: its keys and JSON values.
-    fn size(&self) -> usize {
-        self.0.iter().map(|(k, v)| k.len() + v.len()).sum()
-    }
-
-    /// The size once `changes` are applied (an upper bound if a change set names a key
-    /// twice).
-    fn size_after(&self, changes: &ChangeSet) -> usize {
-        let mut size = self.size();
-        for change in changes.changes() {
-            if let Some(old) = self.get(change.key()) {
-                size = size.saturating_sub(change.key().len() + old.len());
-            }
-            if let Some(new) = change.value() {
-                size = size.saturating_add(change.key().len() + new.len());
-            }
-        }
-        size
-    }
-
-    /// The heap memory the record holds, allocator rounding included (16 bytes per block).
-    fn heap_bytes(&self) -> usize {
-        const PER_BLOCK: usize = 16;
-        let list = self.0.capacity() * std::mem::size_of::<(String, String)>() + PER_BLOCK;
-        let strings: usize = self
-            .0
-            .iter()
-            .map(|(k, v)| k.capacity() + v.capacity() + 2 * PER_BLOCK)
-            .sum();
-        list + strings
-    }
-
-    /// Whether a save under the strict policy must be refused (see [`ChangeSet`]).
-    fn conflicts_with(&self, changes: &ChangeSet) -> bool {
-        changes.policy() == ConflictPolicy::Strict
-            && changes
-                .changes()
-                .iter()
-                .any(|c| self.get(c.key()) != c.seen())
-    }
-
-    fn apply(&mut self, changes: &ChangeSet) {
-        for change in changes.changes() {
-            let at = self.0.iter().position(|(k, _)| k == change.key());
-            match (change.value(), at) {
-                // Overwrite in place: the stored buffer usually fits the new value.
-                (Some(value), Some(at)) => value.clone_into(&mut self.0[at].1),
-                (Some(value), None) => {
-                    self.0.reserve_exact(1);
-                    self.0.push((change.key().into(), value.into()));
-                }
-                (None, Some(at)) => {
-                    self.0.swap_remove(at);
-                }
-                (None, None) => {}
-            }
-        }
-    }
 }
 
 /// What a session counts against the cache's bound, so that one bound in bytes keeps both
@@ -275,8 +101,8 @@ impl Weigher {
         }
     }
 
-    fn weigh(self, record: &Record) -> u32 {
-        let bytes = Self::SESSION_OVERHEAD + record.heap_bytes();
+    fn weigh(self, fields: &Fields) -> u32 {
+        let bytes = Self::SESSION_OVERHEAD + fields.heap_bytes();
         u32::try_from(bytes)
             .unwrap_or(u32::MAX)
             .clamp(self.floor, self.ceiling)
@@ -357,7 +183,7 @@ impl MemoryStoreBuilder {
         MemoryStore {
             cache: Cache::builder()
                 .max_capacity(self.bytes)
-                .weigher(|_, slot: &Arc<Slot>| slot.counted.load(Ordering::Relaxed))
+                .weigher(|_, slot: &Arc<Slot>| slot.counted_weight())
                 // Least recently used: a new session is the most recent, so it is kept.
                 // moka's default (TinyLFU) refuses new entries once the cache is full.
                 .eviction_policy(EvictionPolicy::lru())
@@ -370,8 +196,8 @@ impl MemoryStoreBuilder {
                         slot.kill();
                     }
                 })
-                .build_with_hasher(IdHashBuilder::default()),
-            identity: Arc::new(()),
+                .build_with_hasher(Hasher::default()),
+            last_loaded: LastLoaded::new(),
             weigher,
             max_session_bytes: self.session_bytes,
         }
@@ -415,35 +241,10 @@ impl MemoryStore {
         self.cache.invalidate(id);
     }
 
-    /// The slot of `id`: the one this thread's last load found, if it was this session's
-    /// (the save of a request follows its load on the same worker thread), else the cache's.
-    /// A slot found that way may have left the cache since; then it is dead, and the
-    /// operation answers as if it were missing.
+    /// The slot of `id`: the one this thread's last load found, if it was this session's,
+    /// else the cache's.
     fn slot(&self, id: &SessionId) -> Option<Arc<Slot>> {
-        let remembered = LAST_LOADED.with(|last| {
-            let mut last = last.borrow_mut();
-            match &*last {
-                Some((store, last_id, _)) if *store == self.identity() && last_id == id => {
-                    last.take().map(|(_, _, slot)| slot)
-                }
-                _ => None,
-            }
-        });
-        remembered.or_else(|| self.lookup(id))
-    }
-
-    fn lookup(&self, id: &SessionId) -> Option<Arc<Slot>> {
-        self.cache.get(id)
-    }
-
-    fn remember(&self, id: &SessionId, slot: Arc<Slot>) {
-        let store = self.identity();
-        LAST_LOADED.with(|last| *last.borrow_mut() = Some((store, *id, slot)));
-    }
-
-    /// Tells stores apart in [`LAST_LOADED`].
-    fn identity(&self) -> usize {
-        Arc::as_ptr(&self.identity).addr()
+        self.last_loaded.take(id).or_else(|| self.cache.get(id))
     }
 
     /// Reads `id` again so the cache takes a longer time to live into account.
@@ -453,25 +254,14 @@ impl MemoryStore {
         }
     }
 
-    /// Records a slot's new weight, under its lock (so the last write's weight is the one
-    /// kept); says whether it moved far from what the cache counts (grew past it, or fell
-    /// under half of it), so that [`reinsert`](Self::reinsert) must run.
-    fn weigh(&self, slot: &Slot, state: &SlotState) -> bool {
-        let weight = self.weigher.weigh(&state.data);
-        slot.weight.store(weight, Ordering::Relaxed);
-        let counted = slot.counted.load(Ordering::Relaxed);
-        weight > counted || weight < counted / 2
-    }
-
     /// Writes the slot to the cache again, so the cache counts its latest weight (read now,
     /// whichever of two concurrent writes gets here last) and its time to live. Call it
     /// without holding the slot's lock: the cache may evict, and eviction locks the evicted
     /// slot. A slot that died meanwhile (purged, evicted) is taken out again.
     fn reinsert(&self, id: &SessionId, slot: &Arc<Slot>) {
-        slot.counted
-            .store(slot.weight.load(Ordering::Relaxed), Ordering::Relaxed);
+        slot.count_latest_weight();
         self.cache.insert(*id, Arc::clone(slot));
-        if slot.lock().life == Life::Dead {
+        if slot.is_dead() {
             self.cache.invalidate(id);
         }
     }
@@ -481,20 +271,24 @@ impl MemoryStore {
         if size > self.max_session_bytes {
             return Err(StoreError::TooLarge {
                 size,
-                limit: self.max_session_bytes,
+                limit: Some(self.max_session_bytes),
             });
         }
         Ok(())
     }
 
     /// Stores a new session under `id`, unless something is there.
-    fn create(&self, id: &SessionId, data: Record, ttl: Duration) -> bool {
-        let weight = self.weigher.weigh(&data);
+    fn insert_new(&self, id: &SessionId, fields: Fields, ttl: Duration) -> Result<(), StoreError> {
+        let weight = self.weigher.weigh(&fields);
         let entry = self
             .cache
             .entry(*id)
-            .or_insert_with(|| Arc::new(Slot::new(data, ttl, weight)));
-        entry.is_fresh()
+            .or_insert_with(|| Arc::new(Slot::new(fields, ttl, weight)));
+        if entry.is_fresh() {
+            Ok(())
+        } else {
+            Err(StoreError::IdInUse)
+        }
     }
 }
 
@@ -517,11 +311,11 @@ impl fmt::Debug for MemoryStore {
 
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
-        let Some(slot) = self.lookup(id) else {
+        let Some(slot) = self.cache.get(id) else {
             return Ok(None);
         };
-        let data = match slot.find() {
-            Found::Alive(state) => state.data.to_map(),
+        let map = match slot.find() {
+            Found::Alive(alive) => alive.fields().to_map(),
             // The marker of a renewed session stays, for the requests still in flight.
             Found::Moved => return Ok(None),
             Found::Gone => {
@@ -529,50 +323,42 @@ impl SessionStore for MemoryStore {
                 return Ok(None);
             }
         };
-        self.remember(id, slot);
-        Ok(Some(data))
+        self.last_loaded.remember(id, slot);
+        Ok(Some(map))
     }
 
-    async fn save(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
-        if changes.mode() == SaveMode::Create {
-            let mut data = Record::default();
-            if data.conflicts_with(changes) {
-                return Ok(SaveOutcome::Conflict);
-            }
-            self.check_size(data.size_after(changes))?;
-            data.apply(changes);
-            if data.is_empty() {
-                return Ok(SaveOutcome::Emptied);
-            }
-            let fresh = self.create(id, data, changes.ttl());
-            return Ok(if fresh {
-                SaveOutcome::Saved
-            } else {
-                SaveOutcome::IdTaken
-            });
-        }
+    async fn create(
+        &self,
+        id: &SessionId,
+        data: &SessionMap,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let fields = Fields::from_map(data);
+        self.check_size(fields.size())?;
+        self.insert_new(id, fields, ttl)
+    }
+
+    async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
         let Some(slot) = self.slot(id) else {
             return Ok(SaveOutcome::Gone);
         };
         let (reweigh, longer) = {
-            let mut state = match slot.find() {
-                Found::Alive(state) => state,
+            let mut alive = match slot.find() {
+                Found::Alive(alive) => alive,
                 Found::Moved => return Ok(SaveOutcome::Moved),
                 Found::Gone => return Ok(SaveOutcome::Gone),
             };
-            if state.data.conflicts_with(changes) {
+            if changes.conflicts_with(alive.fields()) {
                 return Ok(SaveOutcome::Conflict);
             }
-            self.check_size(state.data.size_after(changes))?;
-            state.data.apply(changes);
-            if state.data.is_empty() {
-                state.life = Life::Dead;
-                drop(state);
+            self.check_size(alive.fields().size_after(changes))?;
+            if !alive.apply(changes) {
+                drop(alive);
                 self.cache.invalidate(id);
                 return Ok(SaveOutcome::Emptied);
             }
-            let longer = slot.extend(&mut state, changes.ttl());
-            (self.weigh(&slot, &state), longer)
+            let longer = alive.extend(changes.ttl());
+            (alive.weigh(|fields| self.weigher.weigh(fields)), longer)
         };
         if reweigh {
             self.reinsert(id, &slot);
@@ -592,38 +378,30 @@ impl SessionStore for MemoryStore {
             return Ok(SaveOutcome::Gone);
         };
         let (old, merged) = {
-            let mut state = match slot.find() {
-                Found::Alive(state) => state,
+            let alive = match slot.find() {
+                Found::Alive(alive) => alive,
                 Found::Moved => return Ok(SaveOutcome::Moved),
                 Found::Gone => return Ok(SaveOutcome::Gone),
             };
-            if state.data.conflicts_with(changes) {
+            if changes.conflicts_with(alive.fields()) {
                 return Ok(SaveOutcome::Conflict);
             }
-            self.check_size(state.data.size_after(changes))?;
-            let mut merged = state.data.clone();
-            merged.apply(changes);
+            self.check_size(alive.fields().size_after(changes))?;
+            let mut merged = alive.fields().clone();
+            changes.apply_to(&mut merged);
             if merged.is_empty() {
-                state.life = Life::Dead;
-                drop(state);
-                self.cache.invalidate(from);
+                drop(alive);
+                self.remove(from, &slot);
                 return Ok(SaveOutcome::Emptied);
             }
             // From here on no request may write to the old id: it is the marker.
-            state.life = Life::Moved;
-            (std::mem::take(&mut state.data), merged)
+            let marker_weight = self.weigher.weigh(&Fields::default());
+            let old = alive.into_marker(moved_marker_ttl(changes.ttl()), marker_weight);
+            (old, merged)
         };
-        if !self.create(to, merged, changes.ttl()) {
-            // A random 122-bit id collided: keep the old session; the caller retries.
-            let mut state = slot.lock();
-            state.data = old;
-            state.life = Life::Alive;
-            return Ok(SaveOutcome::IdTaken);
-        }
-        {
-            let mut state = slot.lock();
-            slot.extend(&mut state, moved_marker_ttl(changes.ttl()));
-            self.weigh(&slot, &state);
+        if let Err(err) = self.insert_new(to, merged, changes.ttl()) {
+            slot.revive(old);
+            return Err(err);
         }
         // Counted again as an empty marker, with the marker's time to live.
         self.reinsert(from, &slot);
@@ -635,7 +413,7 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         };
         let longer = match slot.find() {
-            Found::Alive(mut state) => slot.extend(&mut state, ttl),
+            Found::Alive(mut alive) => alive.extend(ttl),
             Found::Moved | Found::Gone => return Ok(false),
         };
         self.rearm_if(longer, id);
