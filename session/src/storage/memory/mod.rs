@@ -247,15 +247,10 @@ impl MemoryStore {
         self.last_loaded.take(id).or_else(|| self.cache.get(id))
     }
 
-    /// Reads `id` again so the cache takes a longer time to live into account.
-    fn rearm_if(&self, longer: bool, id: &SessionId) {
-        if longer {
-            self.cache.get(id);
-        }
-    }
-
     /// Writes the slot to the cache again, so the cache counts its latest weight (read now,
-    /// whichever of two concurrent writes gets here last) and its time to live. Call it
+    /// whichever of two concurrent writes gets here last) and its time to live (the cache's
+    /// expiry, set from the slot's TTL when it was last read or written, would drop a slot
+    /// whose TTL grew before its deadline). Call it
     /// without holding the slot's lock: the cache may evict, and eviction locks the evicted
     /// slot. A slot that died meanwhile (purged, evicted) is taken out again.
     fn reinsert(&self, id: &SessionId, slot: &Arc<Slot>) {
@@ -360,10 +355,8 @@ impl SessionStore for MemoryStore {
             let longer = alive.extend(changes.ttl());
             (alive.weigh(|fields| self.weigher.weigh(fields)), longer)
         };
-        if reweigh {
+        if reweigh || longer {
             self.reinsert(id, &slot);
-        } else {
-            self.rearm_if(longer, id);
         }
         Ok(SaveOutcome::Saved)
     }
@@ -416,7 +409,9 @@ impl SessionStore for MemoryStore {
             Found::Alive(mut alive) => alive.extend(ttl),
             Found::Moved | Found::Gone => return Ok(false),
         };
-        self.rearm_if(longer, id);
+        if longer {
+            self.reinsert(id, &slot);
+        }
         Ok(true)
     }
 

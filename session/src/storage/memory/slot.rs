@@ -145,8 +145,7 @@ impl Alive<'_> {
     }
 
     /// Moves the deadline `ttl` from now. True when `ttl` is longer than the last one: the
-    /// cache's expiry, set from the last one at the read that found this slot, must then be
-    /// set again or it could drop the session before its deadline.
+    /// slot must then be written to the cache again, whose expiry was set from the last one.
     pub(super) fn extend(&mut self, ttl: Duration) -> bool {
         self.state.deadline = Instant::now() + ttl;
         let ttl = as_millis(ttl);
