@@ -1,7 +1,7 @@
 //! The session cookie on the wire: read from a request's `Cookie` headers, and the
 //! `Set-Cookie` headers that set or remove it. Both run on hot paths, so both are cheaper
-//! than doing the same with actix-web's `Cookie` type, and both are checked against it in
-//! the tests below.
+//! than doing the same with actix-web's `Cookie` type; the tests below check the template
+//! against what that type renders, and the scan against the cases browsers send.
 
 use actix_web::http::header::{HeaderMap, HeaderValue, InvalidHeaderValue, COOKIE};
 

@@ -119,7 +119,7 @@
 //! |---|---|---|
 //! | `memory` | yes | [`storage::MemoryStore`], on moka |
 //! | `derive` | yes | [`#[derive(SessionData)]`](derive@SessionData), typed session structs |
-//! | `redis` | no | [`storage::RedisStore`], on deadpool-redis |
+//! | `redis` | no | [`storage::RedisStore`], on redis-rs (its connection manager, or your deadpool-redis pool) |
 //! | `memcached` | no | [`storage::MemcachedStore`], on async-memcached |
 //! | `testing` | no | the store conformance suite, for a store of your own: `store_conformance!` |
 

@@ -19,8 +19,9 @@
 //! long as the case (a server process, a temporary database):
 //! `store_conformance!((MyStore::connect(&db.url()).await, db))`.
 //!
-//! The cases take about three seconds: some wait for time-to-live expiry. Stores whose TTLs
-//! are coarser than a second (memcached counts whole seconds) pass: the waits allow for it.
+//! The cases take about five seconds: some wait for time-to-live expiry. A store may count
+//! TTLs in whole seconds (memcached does, so do databases with an integer expiry column):
+//! every check stays a second clear of the TTL's end, either way.
 
 use std::{future::Future, panic::AssertUnwindSafe, time::Duration};
 
@@ -141,7 +142,9 @@ fn cases<S: SessionStore>() -> Vec<(&'static str, Case<S>)> {
         renew_leaves_the_old_id_moved,
         renew_that_empties_the_session_deletes_it,
         renew_of_missing_record_creates_nothing,
+        renew_never_writes_over_a_stored_id,
         strict_renew_with_a_stale_key_writes_nothing,
+        renew_is_atomic_with_concurrent_updates,
         renewed_sessions_and_markers_expire_with_the_ttl,
         touch_extends_and_reports_missing,
         delete_removes_and_ignores_unknown,
@@ -275,19 +278,19 @@ async fn update_merges_only_changed_keys<S: SessionStore>(store: &S) {
 /// An update sets the record's time to live: a session kept alive by updates outlives the
 /// TTL it was created with.
 async fn update_sets_the_ttl<S: SessionStore>(store: &S) {
-    let id = seed_for(store, &[("a", "1")], Duration::from_secs(2)).await;
-    sleep(Duration::from_millis(1200)).await;
+    let id = seed_for(store, &[("a", "1")], Duration::from_secs(3)).await;
+    sleep(Duration::from_millis(1500)).await;
     let longer = ChangeSet::new(
         vec![set("a", "2", Some("1"))],
         ConflictPolicy::LastWriteWins,
-        Duration::from_secs(5),
+        Duration::from_secs(6),
     );
     assert_eq!(
         store.update(&id, &longer).await.unwrap(),
         SaveOutcome::Saved
     );
-    sleep(Duration::from_millis(1800)).await;
-    // 3 s after the create, past its 2 s TTL: alive only thanks to the update.
+    sleep(Duration::from_secs(3)).await;
+    // 4.5 s after the create, past its 3 s TTL: alive only thanks to the update.
     assert_eq!(store.load(&id).await.unwrap(), Some(map(&[("a", "2")])));
 }
 
@@ -514,21 +517,26 @@ async fn strict_renew_with_a_stale_key_writes_nothing<S: SessionStore>(store: &S
 }
 
 /// A renewed session lives the TTL of its renew, and the marker it leaves lives no longer
-/// than that: once both have passed, the old id is gone rather than moved.
+/// than that, a touch does not extend it: once the TTL has passed, the old id is gone rather
+/// than moved.
 async fn renewed_sessions_and_markers_expire_with_the_ttl<S: SessionStore>(store: &S) {
     let old = seed(store, &[("a", "1")]).await;
     let new = SessionId::generate();
     let short = ChangeSet::new(
         Vec::new(),
         ConflictPolicy::LastWriteWins,
-        Duration::from_secs(1),
+        Duration::from_secs(2),
     );
     assert_eq!(
         store.renew(&old, &new, &short).await.unwrap(),
         SaveOutcome::Saved
     );
     assert!(store.load(&new).await.unwrap().is_some());
-    sleep(Duration::from_millis(2100)).await;
+    assert!(
+        !store.touch(&old, TTL).await.unwrap(),
+        "a marker is not a session"
+    );
+    sleep(Duration::from_millis(3200)).await;
     assert_eq!(store.load(&new).await.unwrap(), None);
     assert_eq!(
         store
@@ -540,13 +548,88 @@ async fn renewed_sessions_and_markers_expire_with_the_ttl<S: SessionStore>(store
     );
 }
 
+/// A renew never writes over a session stored at its new id (two random ids collide only if
+/// something is wrong): `IdInUse`, and both sessions stay as they were.
+async fn renew_never_writes_over_a_stored_id<S: SessionStore>(store: &S) {
+    let old = seed(store, &[("a", "1")]).await;
+    let taken = seed(store, &[("b", "2")]).await;
+    let short = ChangeSet::new(
+        vec![set("c", "3", None)],
+        ConflictPolicy::LastWriteWins,
+        Duration::from_secs(1),
+    );
+    let err = store.renew(&old, &taken, &short).await.unwrap_err();
+    assert!(matches!(err, StoreError::IdInUse), "{err:?}");
+    assert_eq!(store.load(&taken).await.unwrap(), Some(map(&[("b", "2")])));
+    // Not even the renew's TTL reached the old session.
+    sleep(Duration::from_millis(2200)).await;
+    assert_eq!(store.load(&old).await.unwrap(), Some(map(&[("a", "1")])));
+    assert_eq!(
+        store
+            .update(&old, &update(vec![set("a", "2", Some("1"))]))
+            .await
+            .unwrap(),
+        SaveOutcome::Saved,
+        "still a session, not a marker"
+    );
+}
+
+/// A renew is atomic with the updates around it: of forty strict increments racing a renew,
+/// each one answered `Saved` happened before the renew and is in the renewed session, the
+/// others answered `Conflict` or `Moved`. A renew that reads, then writes, loses an update
+/// saved in between.
+async fn renew_is_atomic_with_concurrent_updates<S: SessionStore>(store: &S) {
+    let id = seed(store, &[("n", "0")]).await;
+    let new = SessionId::generate();
+    let increments = (0..40).map(|i| async move {
+        for _ in 0..i % 8 {
+            actix_web::rt::task::yield_now().await;
+        }
+        // Loaded after the renew: the session moved, nothing to do.
+        let seen = store.load(&id).await.unwrap()?["n"].clone();
+        let next = (seen.parse::<u64>().unwrap() + 1).to_string();
+        let changes = strict(vec![set("n", &next, Some(&seen))]);
+        Some(store.update(&id, &changes).await.unwrap())
+    });
+    let renew = async {
+        for _ in 0..4 {
+            actix_web::rt::task::yield_now().await;
+        }
+        store.renew(&id, &new, &update(Vec::new())).await.unwrap()
+    };
+    let (outcomes, renewed) = futures_util::future::join(join_all(increments), renew).await;
+    assert_eq!(renewed, SaveOutcome::Saved);
+    let outcomes: Vec<SaveOutcome> = outcomes.into_iter().flatten().collect();
+    let saved = outcomes
+        .iter()
+        .filter(|o| **o == SaveOutcome::Saved)
+        .count();
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            SaveOutcome::Saved | SaveOutcome::Conflict | SaveOutcome::Moved
+        )),
+        "{outcomes:?}"
+    );
+    let record = store
+        .load(&new)
+        .await
+        .unwrap()
+        .expect("the renewed session");
+    assert_eq!(
+        record["n"],
+        saved.to_string(),
+        "{saved} increments answered Saved: {outcomes:?}"
+    );
+}
+
 /// Touch keeps a record alive past its first TTL and never creates one.
 async fn touch_extends_and_reports_missing<S: SessionStore>(store: &S) {
-    let id = seed_for(store, &[("a", "1")], Duration::from_secs(2)).await;
-    sleep(Duration::from_millis(1200)).await;
-    assert!(store.touch(&id, Duration::from_secs(5)).await.unwrap());
-    sleep(Duration::from_millis(1800)).await;
-    // 3 s after the create, past its 2 s TTL: alive only thanks to the touch.
+    let id = seed_for(store, &[("a", "1")], Duration::from_secs(3)).await;
+    sleep(Duration::from_millis(1500)).await;
+    assert!(store.touch(&id, Duration::from_secs(6)).await.unwrap());
+    sleep(Duration::from_secs(3)).await;
+    // 4.5 s after the create, past its 3 s TTL: alive only thanks to the touch.
     assert_eq!(store.load(&id).await.unwrap(), Some(map(&[("a", "1")])));
     let unknown = SessionId::generate();
     assert!(!store.touch(&unknown, TTL).await.unwrap());
@@ -566,9 +649,9 @@ async fn delete_removes_and_ignores_unknown<S: SessionStore>(store: &S) {
 
 /// A record is gone once its TTL has passed, and an update then does not bring it back.
 async fn records_expire_after_their_ttl<S: SessionStore>(store: &S) {
-    let id = seed_for(store, &[("a", "1")], Duration::from_secs(1)).await;
+    let id = seed_for(store, &[("a", "1")], Duration::from_secs(2)).await;
     assert!(store.load(&id).await.unwrap().is_some());
-    sleep(Duration::from_millis(2100)).await;
+    sleep(Duration::from_millis(3200)).await;
     assert_eq!(store.load(&id).await.unwrap(), None);
     let outcome = store
         .update(&id, &update(vec![set("a", "2", Some("1"))]))

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod faults;
 pub mod logs;
+pub mod proxy;
 pub mod races;
 pub mod server;
 pub mod servers;

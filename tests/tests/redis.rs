@@ -81,6 +81,31 @@ async fn a_save_on_a_connection_killed_after_the_load_is_not_retried() {
     assert_eq!(get(&app, "/counter", Some(id.as_str())).await.body, "2");
 }
 
+/// A connection that goes silent (its peer vanished without a reset: a frozen host, a NAT
+/// that dropped the flow) costs one request a 503 after the response timeout; the next
+/// request opens a new connection (the old store kept timing out on it for minutes).
+#[actix_web::test]
+async fn a_connection_that_goes_silent_is_replaced_after_one_timeout() {
+    let server = ServerProcess::redis();
+    let proxy = tests::proxy::Proxy::start(server.addr()).await;
+    let store = RedisStore::builder(format!("redis://{}", proxy.addr()))
+        .response_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = get(&app, "/counter", None).await.id();
+    proxy.freeze_open_connections();
+    let stalled = get(&app, "/counter", Some(id.as_str())).await;
+    assert_eq!(stalled.status, StatusCode::SERVICE_UNAVAILABLE);
+    for visit in 2..5 {
+        let reply = get(&app, "/counter", Some(id.as_str())).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, visit.to_string().as_str())
+        );
+    }
+}
+
 #[actix_web::test]
 async fn a_frozen_redis_gives_503_within_the_timeout_and_recovers() {
     let (store, server) = redis();

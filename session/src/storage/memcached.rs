@@ -670,7 +670,8 @@ impl SessionStore for MemcachedStore {
         let touch = format!("T{}", expiry(ttl));
         self.run(Retry::OnceIfDropped, || {
             async |client| {
-                let flags = ["f", touch.as_str()];
+                // `t` answers the time to live from before this touch.
+                let flags = ["f", "t", touch.as_str()];
                 let item = client
                     .meta_get(&key, false, None, Some(&flags))
                     .await
@@ -678,10 +679,11 @@ impl SessionStore for MemcachedStore {
                 match item {
                     None => Ok(false),
                     Some(item) if item.flags == Some(MOVED_FLAGS) => {
-                        // The touch extended a marker: give it back its own, shorter life.
-                        let marker = format!("T{}", expiry(moved_marker_ttl(ttl)));
+                        // The touch extended a marker: give it back the time it had left.
+                        let left = item.ttl_remaining.unwrap_or(1).max(1);
+                        let restore = format!("T{left}");
                         client
-                            .meta_get(&key, false, None, Some(&["f", marker.as_str()]))
+                            .meta_get(&key, false, None, Some(&["f", restore.as_str()]))
                             .await
                             .map_err(store_error)?;
                         Ok(false)

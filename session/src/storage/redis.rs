@@ -1,17 +1,16 @@
 //! The Redis store: one hash per session, on redis-rs's connection manager.
 
-use std::{
-    fmt,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+mod connections;
+
+use std::{fmt, sync::Arc, time::Duration};
 
 use deadpool_redis::redis::{
-    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    aio::{ConnectionLike, ConnectionManagerConfig},
     from_redis_value, Client, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError,
     RedisFuture, Script, ScriptInvocation, Value,
 };
 
+use self::connections::{Lease, Managed};
 use super::{
     moved_marker_ttl, ChangeSet, ConflictPolicy, KeyPrefix, SaveOutcome, SessionMap, SessionStore,
 };
@@ -26,10 +25,11 @@ use crate::{error::StoreError, SessionId};
 /// meanwhile stays deleted. `renew` moves the hash to the new id in the same script
 /// (`RENAME`) and leaves a marker at the old key.
 ///
-/// The store talks to Redis over one multiplexed connection that every request shares
-/// (redis-rs's `ConnectionManager`, which pipelines their commands and reconnects after a
-/// failure), opened at the first request. [`RedisStore::from_pool`] uses an application's
-/// deadpool-redis pool instead.
+/// The store talks to Redis over one multiplexed connection per worker thread
+/// (redis-rs's `ConnectionManager`, which pipelines the requests' commands and reconnects
+/// after a broken connection), opened at the worker's first request and replaced after a
+/// command timed out on it. [`RedisStore::from_pool`] uses an application's deadpool-redis
+/// pool instead.
 ///
 /// ```no_run
 /// use actix_kv_session::{storage::RedisStore, SessionMiddleware};
@@ -67,30 +67,22 @@ const RAW_PREFIX: &str = "\0raw:";
 /// Where the store's connections come from.
 #[derive(Clone)]
 enum Source {
-    /// The store's own shared connection, made at the first request.
+    /// The store's own connections: one per worker thread, opened at its first request.
     Managed(Arc<Managed>),
     /// A pool the application made with deadpool-redis.
     Pool(deadpool_redis::Pool),
 }
 
-/// A connection manager, made when first needed: it spawns its tasks on the runtime it is
-/// made in, and a store may be built before any runtime runs.
-struct Managed {
-    client: Client,
-    config: ConnectionManagerConfig,
-    manager: OnceLock<ConnectionManager>,
-}
-
 /// One connection, for one operation.
 enum Connection {
-    Managed(ConnectionManager),
+    Managed(Lease),
     Pooled(deadpool_redis::Connection),
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Managed(conn) => conn.req_packed_command(cmd),
+            Self::Managed(lease) => lease.manager.req_packed_command(cmd),
             Self::Pooled(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -102,14 +94,14 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Managed(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Managed(lease) => lease.manager.req_packed_commands(cmd, offset, count),
             Self::Pooled(conn) => conn.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Managed(conn) => conn.get_db(),
+            Self::Managed(lease) => lease.manager.get_db(),
             Self::Pooled(conn) => conn.get_db(),
         }
     }
@@ -204,13 +196,8 @@ impl RedisStoreBuilder {
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))
             .set_number_of_retries(0);
-        let managed = Managed {
-            client,
-            config,
-            manager: OnceLock::new(),
-        };
         Ok(RedisStore::with(
-            Source::Managed(Arc::new(managed)),
+            Source::Managed(Arc::new(Managed::new(client, config))),
             self.prefix,
         ))
     }
@@ -262,19 +249,10 @@ impl RedisStore {
     /// A connection for one operation.
     async fn connection(&self) -> Result<Connection, StoreError> {
         match &self.connection {
-            Source::Managed(managed) => {
-                if let Some(manager) = managed.manager.get() {
-                    return Ok(Connection::Managed(manager.clone()));
-                }
-                let made = ConnectionManager::new_lazy_with_config(
-                    managed.client.clone(),
-                    managed.config.clone(),
-                )
-                .map_err(StoreError::unavailable)?;
-                Ok(Connection::Managed(
-                    managed.manager.get_or_init(|| made).clone(),
-                ))
-            }
+            Source::Managed(managed) => managed
+                .lease()
+                .map(Connection::Managed)
+                .map_err(StoreError::unavailable),
             // Boxed: deadpool's `get` future is several KiB, and would otherwise sit inline
             // in every request's future.
             Source::Pool(pool) => Box::pin(pool.get())
@@ -282,6 +260,17 @@ impl RedisStore {
                 .map(Connection::Pooled)
                 .map_err(StoreError::unavailable),
         }
+    }
+
+    /// The store error for what Redis answered on `conn`; a connection on which a command
+    /// timed out is not used again.
+    fn failure(&self, conn: &Connection, err: RedisError) -> StoreError {
+        if let (Source::Managed(managed), Connection::Managed(lease)) = (&self.connection, conn) {
+            if err.is_timeout() {
+                managed.discard(lease.generation);
+            }
+        }
+        classify(&err)(err)
     }
 
     /// Sends one command and reads its answer (see [`Retry`]).
@@ -292,13 +281,13 @@ impl RedisStore {
             .await
             .and_then(Value::extract_error);
         if retry.again(&answer) {
-            let mut conn = self.connection().await?;
+            conn = self.connection().await?;
             answer = conn
                 .req_packed_command(cmd)
                 .await
                 .and_then(Value::extract_error);
         }
-        let value = answer.map_err(|err| classify(&err)(err))?;
+        let value = answer.map_err(|err| self.failure(&conn, err))?;
         from_redis_value(value).map_err(|err| StoreError::unavailable(RedisError::from(err)))
     }
 
@@ -320,10 +309,10 @@ impl RedisStore {
         let mut conn = self.connection().await?;
         let mut answer = invocation.invoke_async(&mut conn).await;
         if retry.again(&answer) {
-            let mut conn = self.connection().await?;
+            conn = self.connection().await?;
             answer = invocation.invoke_async(&mut conn).await;
         }
-        let status: String = answer.map_err(|err| classify(&err)(err))?;
+        let status: String = answer.map_err(|err| self.failure(&conn, err))?;
         match status.as_str() {
             "saved" => Ok(SaveOutcome::Saved),
             "emptied" => Ok(SaveOutcome::Emptied),

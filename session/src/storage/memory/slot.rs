@@ -158,22 +158,39 @@ impl Alive<'_> {
     }
 
     /// Turns the slot into the marker of a session renewed away, living `ttl` and weighing
-    /// `weight`; returns the fields it held.
-    pub(super) fn into_marker(mut self, ttl: Duration, weight: u32) -> Fields {
+    /// `weight`; returns what [`Slot::revive`] needs to undo it.
+    pub(super) fn into_marker(mut self, ttl: Duration, weight: u32) -> Revival {
+        let revival = Revival {
+            deadline: self.state.deadline,
+            ttl_ms: self.slot.ttl_ms.load(Ordering::Relaxed),
+            weight: self.slot.weight.load(Ordering::Relaxed),
+            fields: std::mem::take(&mut self.state.fields),
+        };
         self.state.life = Life::Moved;
         self.extend(ttl);
         self.slot.set_weight(weight);
-        std::mem::take(&mut self.state.fields)
+        revival
     }
+}
+
+/// A session as it was before [`Alive::into_marker`].
+pub(super) struct Revival {
+    pub(super) fields: Fields,
+    deadline: Instant,
+    ttl_ms: u64,
+    weight: u32,
 }
 
 impl Slot {
     /// Undoes [`Alive::into_marker`]: the renew could not store the session under its new
-    /// id.
-    pub(super) fn revive(&self, fields: Fields) {
+    /// id, and nothing of it may remain.
+    pub(super) fn revive(&self, revival: Revival) {
         let mut state = self.lock();
-        state.fields = fields;
+        state.fields = revival.fields;
+        state.deadline = revival.deadline;
         state.life = Life::Alive;
+        self.ttl_ms.store(revival.ttl_ms, Ordering::Relaxed);
+        self.set_weight(revival.weight);
     }
 }
 
@@ -282,9 +299,10 @@ mod tests {
             panic!("a new slot is alive")
         };
         assert!(alive.apply(&changes(&[("a", Some("1"))])));
-        let fields = alive.into_marker(Duration::from_mins(1), 1);
+        let revival = alive.into_marker(Duration::from_millis(1), 1);
         assert!(matches!(slot.find(), Found::Moved));
-        slot.revive(fields);
+        slot.revive(revival);
+        assert_eq!(slot.ttl(), Duration::from_mins(1), "its own TTL back");
         let Found::Alive(mut alive) = slot.find() else {
             panic!("revived")
         };
