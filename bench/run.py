@@ -140,17 +140,21 @@ def cpu_ticks(pid):
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def run_wrk(port, path, cookies_file, seconds, connections, pid):
+def run_wrk(port, path, cookies_file, seconds, connections, pid, redis_pid):
     env = {**os.environ, "COOKIES": cookies_file, "WRK_PATH": path}
     argv = pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", LUA,
                       f"http://127.0.0.1:{port}{path}"])
-    before = cpu_ticks(pid)
+    before, redis_before = cpu_ticks(pid), cpu_ticks(redis_pid)
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-    used = cpu_ticks(pid) - before
+    used, redis_used = cpu_ticks(pid) - before, cpu_ticks(redis_pid) - redis_before
     result = parse_wrk(out)
+    requests = max(result["requests"], 1)
     # The server's own CPU per request: steadier than req/s on a shared machine, where
     # another tenant's load lowers throughput but not the work a request takes.
-    result["cpu_us"] = used / TICK * 1e6 / max(result["requests"], 1)
+    result["cpu_us"] = used / TICK * 1e6 / requests
+    # redis-server's CPU per request (every kind that uses Redis shares the one server, and
+    # runs one at a time): what a request costs the Redis the app shares.
+    result["redis_us"] = redis_used / TICK * 1e6 / requests
     return result
 
 
@@ -222,11 +226,13 @@ def main():
         for name in order:
             s = servers[name]
             for path in ROUTES:
-                result = run_wrk(s["port"], path, s["file"], args.seconds, args.connections, s["pid"])
+                result = run_wrk(s["port"], path, s["file"], args.seconds, args.connections, s["pid"],
+                                 redis.pid)
                 runs[name][path].append(result)
                 print(f"round {round_no + 1} {name:22} {path:9} {result['rps']:>10.0f} req/s "
                       f"p50 {result['p50']:.2f} ms p99 {result['p99']:.2f} ms "
-                      f"cpu {result['cpu_us']:.1f} us/req non-2xx {result['non2xx']}", flush=True)
+                      f"cpu {result['cpu_us']:.1f} us/req redis {result['redis_us']:.1f} us/req "
+                      f"non-2xx {result['non2xx']}", flush=True)
 
     # Correctness: each server's own count of 2xx /counter answers against the counters.
     for name, s in servers.items():
@@ -257,6 +263,7 @@ def report(args, servers, runs, memory_line):
                 "p50": median([r["p50"] for r in rs]),
                 "p99": median([r["p99"] for r in rs]),
                 "cpu_us": median([r["cpu_us"] for r in rs]),
+                "redis_us": median([r["redis_us"] for r in rs]),
                 "non2xx": sum(r["non2xx"] for r in rs),
                 "socket_errors": sum(r["socket_errors"] for r in rs),
             })
@@ -314,12 +321,13 @@ def report(args, servers, runs, memory_line):
         "picking one at random. Servers: one worker, pinned to core 0; wrk, redis-server and "
         "memcached on core 1.",
         "",
-        "| kind | route | req/s | p50 ms | p99 ms | server CPU µs/req | non-2xx | socket errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| kind | route | req/s | p50 ms | p99 ms | server CPU µs/req | redis-server CPU µs/req "
+        "| non-2xx | socket errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r['kind']} | {r['route']} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                     f"{r['cpu_us']:.1f} | {r['non2xx']} | {r['socket_errors']} |")
+                     f"{r['cpu_us']:.1f} | {r['redis_us']:.1f} | {r['non2xx']} | {r['socket_errors']} |")
     lines += ["", "Ratios: req/s, the median of the ratios measured within each round; and the same "
               "comparison in server CPU per request (the other's µs/req over ours), which another "
               "tenant's load on this shared machine disturbs less.", "",
