@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole test suite as CI does: installs the servers the tests start (redis-server,
-# memcached) when they are missing, then formatting, lints, docs and every test.
+# redis-cli, memcached) when they are missing, then formatting, lints, docs and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v memcached >/dev/null 2>&1 || need+=(memcached)
+# redis-cli creates the test cluster; Sentinels are `redis-server --sentinel`, the same binary.
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo=""

@@ -196,6 +196,64 @@ fn counter_redis() {
     counts_one_two_three(&mut app);
 }
 
+/// Two processes of the example on one Redis, one browser's requests going to either (a
+/// load balancer): the counter goes on across them.
+#[cfg(feature = "redis")]
+#[test]
+fn counter_redis_across_two_processes() {
+    let redis = tests::servers::ServerProcess::redis();
+    let env = [("REDIS_URL", redis.redis_url())];
+    let mut apps = [
+        Example::start("counter_redis", &env),
+        Example::start("counter_redis", &env),
+    ];
+    let mut jar = None;
+    for visit in 1..=6 {
+        let app = &mut apps[visit % 2];
+        app.cookie.clone_from(&jar);
+        assert_eq!(app.request("GET", "/"), (200, visit.to_string()));
+        jar.clone_from(&app.cookie);
+    }
+}
+
+/// The example over TLS with a private CA and a client certificate, from the environment.
+#[cfg(feature = "redis")]
+#[test]
+fn counter_redis_over_tls() {
+    use tests::redis_topologies::{ClientAuth, TlsRedis};
+    let redis = TlsRedis::start(ClientAuth::Required);
+    let file = |path: &std::path::Path| path.display().to_string();
+    let env = [
+        ("REDIS_URL", redis.url()),
+        ("REDIS_CA_FILE", file(redis.ca_file())),
+        ("REDIS_CLIENT_CERT", file(redis.client().cert_file())),
+        ("REDIS_CLIENT_KEY", file(redis.client().key_file())),
+    ];
+    counts_one_two_three(&mut Example::start("counter_redis", &env));
+}
+
+/// The example on a Redis Cluster, from `REDIS_CLUSTER_URLS`.
+#[cfg(feature = "redis")]
+#[test]
+fn counter_redis_on_a_cluster() {
+    let cluster = tests::redis_topologies::RedisCluster::start();
+    let env = [("REDIS_CLUSTER_URLS", cluster.urls().join(","))];
+    counts_one_two_three(&mut Example::start("counter_redis", &env));
+}
+
+/// The example on the master Sentinel follows, from `REDIS_SENTINEL_URLS` and
+/// `REDIS_SENTINEL_MASTER`.
+#[cfg(feature = "redis")]
+#[test]
+fn counter_redis_through_sentinel() {
+    let sentinel = tests::redis_topologies::RedisSentinel::start();
+    let env = [
+        ("REDIS_SENTINEL_URLS", sentinel.sentinel_urls().join(",")),
+        ("REDIS_SENTINEL_MASTER", sentinel.master_name().to_owned()),
+    ];
+    counts_one_two_three(&mut Example::start("counter_redis", &env));
+}
+
 #[cfg(feature = "memcached")]
 #[test]
 fn counter_memcached() {

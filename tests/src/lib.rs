@@ -8,9 +8,11 @@
 
 pub mod app;
 pub mod faults;
+pub mod instances;
 pub mod logs;
 pub mod proxy;
 pub mod races;
+pub mod redis_topologies;
 pub mod server;
 pub mod servers;
 pub mod stores;

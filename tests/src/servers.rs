@@ -2,7 +2,9 @@
 //! stop, start again, pause and resume to inject faults.
 
 use std::{
+    fs,
     net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -14,6 +16,8 @@ pub struct ServerProcess {
     program: &'static str,
     args: Vec<String>,
     port: u16,
+    /// The file the process logs to, quoted when it does not come up.
+    log: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -30,6 +34,28 @@ impl ServerProcess {
             program,
             args: args(port),
             port,
+            log: None,
+            child: None,
+        };
+        server.start();
+        server
+    }
+
+    /// Starts `program` with `args` and waits until it listens on `port`, which the caller
+    /// picked and put in `args`. `log` is the file the caller told it to log to: a panic
+    /// at start-up quotes its last lines.
+    #[must_use]
+    pub fn spawn(
+        program: &'static str,
+        port: u16,
+        args: Vec<String>,
+        log: Option<PathBuf>,
+    ) -> Self {
+        let mut server = Self {
+            program,
+            args,
+            port,
+            log,
             child: None,
         };
         server.start();
@@ -100,6 +126,24 @@ impl ServerProcess {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The process id while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process was started and not stopped since (a paused one is running).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The last lines of its log file, for panic messages; empty without one.
+    #[must_use]
+    pub fn log_tail(&self) -> String {
+        self.log.as_deref().map(log_tail).unwrap_or_default()
+    }
+
     /// Starts the process (again) on its port and waits until it accepts connections.
     ///
     /// # Panics
@@ -128,13 +172,18 @@ impl ServerProcess {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("`{}` exited at start-up with {status}", self.program);
+                panic!(
+                    "`{}` exited at start-up with {status}{}",
+                    self.program,
+                    self.log_tail()
+                );
             }
             assert!(
                 Instant::now() < deadline,
-                "`{}` did not listen on {}",
+                "`{}` did not listen on {}{}",
                 self.program,
-                self.port
+                self.port,
+                self.log_tail()
             );
             thread::sleep(Duration::from_millis(10));
         }
@@ -170,12 +219,24 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            // A paused process must be thawed to die promptly on some kernels; harmless otherwise.
-            self.signal("-CONT");
+        if let Some(child) = &self.child {
+            // A paused process must be thawed to die promptly on some kernels; harmless
+            // otherwise. Never a panic here: one during a test's unwinding would abort the
+            // test binary before the other servers' destructors stop them.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
         }
         self.stop();
     }
+}
+
+/// The last 40 lines of a log file, introduced for a panic message.
+fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|err| format!("(unreadable: {err})"));
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+    format!("\n--- last lines of {} ---\n{tail}", path.display())
 }
 
 fn is_root() -> bool {

@@ -72,6 +72,17 @@ async fn a_save_on_a_connection_dropped_after_the_load_is_not_retried() {
     assert_eq!(get(&app, "/counter", None).await.status, StatusCode::OK);
 }
 
+/// Two app instances, each with its own store object, on one memcached (see
+/// `tests::instances`).
+#[actix_web::test]
+async fn two_app_instances_share_sessions() {
+    let server = ServerProcess::memcached();
+    tests::instances::two_instances_share_sessions(|| {
+        MemcachedStore::new(server.addr()).expect("a valid store")
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn a_frozen_memcached_gives_503_within_the_timeout_and_recovers() {
     let (store, server) = memcached();

@@ -106,6 +106,17 @@ async fn a_connection_that_goes_silent_is_replaced_after_one_timeout() {
     }
 }
 
+/// Two app instances, each with its own store object, on one Redis (see
+/// `tests::instances`).
+#[actix_web::test]
+async fn two_app_instances_share_sessions() {
+    let server = ServerProcess::redis();
+    tests::instances::two_instances_share_sessions(|| {
+        RedisStore::new(server.redis_url()).expect("a valid URL")
+    })
+    .await;
+}
+
 #[actix_web::test]
 async fn a_frozen_redis_gives_503_within_the_timeout_and_recovers() {
     let (store, server) = redis();

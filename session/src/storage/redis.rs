@@ -1,15 +1,18 @@
-//! The Redis store: one hash per session, on redis-rs's connection manager.
+//! The Redis store: one hash per session, on redis-rs, for a standalone server (TLS and
+//! ACLs included), a Redis Cluster, or a master that Sentinel follows.
 
+mod builder;
 mod connections;
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use deadpool_redis::redis::{
-    aio::{ConnectionLike, ConnectionManagerConfig},
-    from_redis_value, Client, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError,
-    RedisFuture, Script, ScriptInvocation, Value,
+    aio::ConnectionLike, from_redis_value, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline,
+    RedisError, RedisFuture, Script, ScriptInvocation, Value,
 };
 
+#[doc(inline)]
+pub use self::builder::{RedisStoreBuilder, RedisStoreError};
 use self::connections::{Lease, Managed};
 use super::{
     moved_marker_ttl, ChangeSet, ConflictPolicy, KeyPrefix, SaveOutcome, SessionMap, SessionStore,
@@ -23,13 +26,14 @@ use crate::{error::StoreError, SessionId};
 /// applies `HSET`, `HDEL` and `PEXPIRE` atomically and only to a hash that still exists, so
 /// concurrent requests that change different keys all persist, and a session deleted
 /// meanwhile stays deleted. `renew` moves the hash to the new id in the same script
-/// (`RENAME`) and leaves a marker at the old key.
+/// (`RENAME`) and leaves a marker at the old key; on a Cluster, where the new key lives on
+/// another node, it takes two steps (see [`RedisStore::cluster`]).
 ///
-/// The store talks to Redis over one multiplexed connection per worker thread
-/// (redis-rs's `ConnectionManager`, which pipelines the requests' commands and reconnects
-/// after a broken connection), opened at the worker's first request and replaced after a
-/// command timed out on it. [`RedisStore::from_pool`] uses an application's deadpool-redis
-/// pool instead.
+/// The store talks to Redis over one multiplexed connection per worker thread (per node, on
+/// a Cluster), on which the worker's requests pipeline their commands; opened at the
+/// worker's first request, reopened after a broken connection and replaced after a command
+/// timed out on it. [`RedisStore::from_pool`] uses an application's deadpool-redis pool
+/// instead.
 ///
 /// ```no_run
 /// use actix_kv_session::{storage::RedisStore, SessionMiddleware};
@@ -54,10 +58,10 @@ pub struct RedisStore {
 /// The update script: applies a change set atomically, or extends a TTL.
 const SAVE_SCRIPT: &str = include_str!("redis/save.lua");
 
-/// The hash field of the marker a renew leaves at the old key (see
-/// [`MOVED_MARKER_TTL`](super::MOVED_MARKER_TTL)); the same name as `MOVED` in the save
-/// script. Session keys cannot start with NUL, so no session has this field.
-const MOVED_FIELD: &[u8] = b"\0moved";
+/// The marker a renew leaves at the old key (see
+/// [`MOVED_MARKER_TTL`](super::MOVED_MARKER_TTL)): a string with this value, where sessions
+/// are hashes; the same value as `MOVED` in the save script.
+const MOVED_MARKER: &[u8] = b"\0moved";
 
 /// How a value that is not UTF-8 reaches the app: this prefix (which no JSON text starts
 /// with, so reading the key fails with a clear error) and the bytes in hex, which the save
@@ -82,7 +86,7 @@ enum Connection {
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Managed(lease) => lease.manager.req_packed_command(cmd),
+            Self::Managed(lease) => lease.conn.req_packed_command(cmd),
             Self::Pooled(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -94,26 +98,30 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Managed(lease) => lease.manager.req_packed_commands(cmd, offset, count),
+            Self::Managed(lease) => lease.conn.req_packed_commands(cmd, offset, count),
             Self::Pooled(conn) => conn.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Managed(lease) => lease.manager.get_db(),
+            Self::Managed(lease) => lease.conn.get_db(),
             Self::Pooled(conn) => conn.get_db(),
         }
     }
 }
 
-/// What the save script is asked to do.
+/// What the save script is asked to do (see the top of `redis/save.lua`).
 #[derive(Clone, Copy)]
 enum ScriptOp<'a> {
     /// Store a new session, where nothing is stored.
     Create(&'a SessionMap, Duration),
     Update(&'a ChangeSet),
     Touch(Duration),
+    /// Update, then hand the session's fields over and leave the marker.
+    MoveOut(&'a ChangeSet),
+    /// Store fields moved out: at the new key (`b'c'`), or back over the marker (`b'b'`).
+    Put(u8, &'a [(Vec<u8>, Vec<u8>)], Duration),
 }
 
 /// Whether a command may be sent again after the connection broke under it (the server
@@ -136,92 +144,45 @@ impl Retry {
     }
 }
 
-/// Why a [`RedisStore`] could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RedisStoreError {
-    /// The URL or connection info is not valid.
-    #[error("invalid Redis connection info")]
-    InvalidUrl(#[source] RedisError),
-}
-
-/// Builds a [`RedisStore`].
-#[must_use]
-pub struct RedisStoreBuilder {
-    client: Result<Client, RedisError>,
-    prefix: KeyPrefix,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-}
-
-impl fmt::Debug for RedisStoreBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStoreBuilder")
-            .field("prefix", &self.prefix)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisStoreBuilder {
-    /// The prefix of every session's key (default `session:`, as `sanic_session`).
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = KeyPrefix::new(prefix);
-        self
-    }
-
-    /// How long connecting to Redis may take (default 1 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long Redis may take to answer one command (default 1 s).
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
-    }
-
-    /// Builds the store. No connection is made until the first request.
-    ///
-    /// # Errors
-    ///
-    /// [`RedisStoreError::InvalidUrl`] when the URL does not parse.
-    pub fn build(self) -> Result<RedisStore, RedisStoreError> {
-        let client = self.client.map_err(RedisStoreError::InvalidUrl)?;
-        // One attempt per reconnection: while Redis is down each request fails at once
-        // (503), and the first one after it is back reconnects.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.response_timeout))
-            .set_number_of_retries(0);
-        Ok(RedisStore::with(
-            Source::Managed(Arc::new(Managed::new(client, config))),
-            self.prefix,
-        ))
-    }
-}
-
 impl RedisStore {
-    /// A store on the Redis at `url` (such as `redis://127.0.0.1:6379/0`), with the default
-    /// settings.
+    /// A store on the Redis at `url`, with the default settings: `redis://HOST:PORT/DB`,
+    /// with `USER:PASSWORD@` for an ACL user, or `rediss://` for TLS (the system's roots
+    /// are trusted; [`RedisStoreBuilder::root_certificate`] sets another CA).
     ///
     /// # Errors
     ///
-    /// [`RedisStoreError::InvalidUrl`] when the URL does not parse.
+    /// As [`RedisStoreBuilder::build`].
     pub fn new(url: impl IntoConnectionInfo) -> Result<Self, RedisStoreError> {
         Self::builder(url).build()
     }
 
     /// A builder for a store on the Redis at `url`.
     pub fn builder(url: impl IntoConnectionInfo) -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            client: Client::open(url),
-            prefix: KeyPrefix::default(),
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(1),
-        }
+        RedisStoreBuilder::standalone(url)
+    }
+
+    /// A builder for a store on a Redis Cluster, found through any of `nodes` (URLs of its
+    /// nodes; `rediss://` for TLS). Every operation on one session is one key, one node,
+    /// one round-trip, atomic, as on one server. A renew moves the session to a key that
+    /// usually lives on another node, so it takes two steps: on the old key's node, the
+    /// changes are applied, the session read and the marker left, atomically; then the
+    /// session is created on the new key's node. Between the two, the session is under
+    /// neither id (a request that loads it then is a new visitor; one that saves gets 409,
+    /// as after any renew); if the second step fails, the session is put back under its
+    /// old id, and the log-in gets a 503.
+    pub fn cluster<T: IntoConnectionInfo>(nodes: impl IntoIterator<Item = T>) -> RedisStoreBuilder {
+        RedisStoreBuilder::cluster(nodes)
+    }
+
+    /// A builder for a store on the master that the Sentinels at `sentinels` (their URLs)
+    /// know as `master`. The store asks them for the master when it connects, and asks again
+    /// after a connection broke, timed out or found a read-only replica (a failover): the
+    /// requests of a failover answer 503, the following ones reach the new master.
+    pub fn sentinel<T: IntoConnectionInfo>(
+        sentinels: impl IntoIterator<Item = T>,
+        master: impl Into<String>,
+    ) -> RedisStoreBuilder {
+        RedisStoreBuilder::sentinel(sentinels, master)
     }
 
     /// A store on a pool the application already has, with the default prefix: each
@@ -246,11 +207,29 @@ impl RedisStore {
         }
     }
 
+    /// Connects now and sends `PING`: for an application that wants a wrong password, an
+    /// untrusted certificate or an unreachable Redis to stop it at start-up rather than
+    /// answer 503 to its first requests.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] with the cause.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.query::<String>(&deadpool_redis::redis::cmd("PING"), Retry::OnceIfDropped)
+            .await
+            .map(drop)
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(&self.connection, Source::Managed(managed) if managed.is_cluster())
+    }
+
     /// A connection for one operation.
     async fn connection(&self) -> Result<Connection, StoreError> {
         match &self.connection {
             Source::Managed(managed) => managed
                 .lease()
+                .await
                 .map(Connection::Managed)
                 .map_err(StoreError::unavailable),
             // Boxed: deadpool's `get` future is several KiB, and would otherwise sit inline
@@ -262,15 +241,14 @@ impl RedisStore {
         }
     }
 
-    /// The store error for what Redis answered on `conn`; a connection on which a command
-    /// timed out is not used again.
-    fn failure(&self, conn: &Connection, err: RedisError) -> StoreError {
+    /// After `err` on `conn`: a connection that must not be used again is dropped (see
+    /// `connections.rs`).
+    fn after_error(&self, conn: &Connection, err: &RedisError) {
         if let (Source::Managed(managed), Connection::Managed(lease)) = (&self.connection, conn) {
-            if err.is_timeout() {
+            if managed.must_replace(err) {
                 managed.discard(lease.generation);
             }
         }
-        classify(&err)(err)
     }
 
     /// Sends one command and reads its answer (see [`Retry`]).
@@ -280,50 +258,177 @@ impl RedisStore {
             .req_packed_command(cmd)
             .await
             .and_then(Value::extract_error);
+        if let Err(err) = &answer {
+            self.after_error(&conn, err);
+        }
         if retry.again(&answer) {
             conn = self.connection().await?;
             answer = conn
                 .req_packed_command(cmd)
                 .await
                 .and_then(Value::extract_error);
+            if let Err(err) = &answer {
+                self.after_error(&conn, err);
+            }
         }
-        let value = answer.map_err(|err| self.failure(&conn, err))?;
+        let value = answer.map_err(|err| classify(&err)(err))?;
         from_redis_value(value).map_err(|err| StoreError::unavailable(RedisError::from(err)))
     }
 
     /// Runs the save script (redis-rs sends `EVALSHA`, and loads the script first on a
-    /// server that does not have it).
+    /// server that does not have it); its answer as `T`.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        key: String,
+        target: Option<String>,
+        op: ScriptOp<'_>,
+    ) -> Result<T, StoreError> {
+        let mut invocation = self.script.prepare_invoke();
+        fill(&mut invocation, key, target, op);
+        // A touch changes nothing but a TTL: it may be sent again if the connection broke.
+        let retry = match op {
+            ScriptOp::Touch(_) => Retry::OnceIfDropped,
+            _ => Retry::Never,
+        };
+        let mut conn = self.connection().await?;
+        let mut answer = invocation.invoke_async(&mut conn).await;
+        if let Err(err) = &answer {
+            self.after_error(&conn, err);
+        }
+        if retry.again(&answer) {
+            conn = self.connection().await?;
+            answer = invocation.invoke_async(&mut conn).await;
+            if let Err(err) = &answer {
+                self.after_error(&conn, err);
+            }
+        }
+        answer.map_err(|err| classify(&err)(err))
+    }
+
+    /// Runs the save script for a status.
     async fn apply(
         &self,
         key: String,
         target: Option<String>,
         op: ScriptOp<'_>,
     ) -> Result<SaveOutcome, StoreError> {
-        let mut invocation = self.script.prepare_invoke();
-        fill(&mut invocation, key, target, op);
-        // A touch changes nothing but a TTL: it may be sent again if the connection broke.
-        let retry = match op {
-            ScriptOp::Touch(_) => Retry::OnceIfDropped,
-            ScriptOp::Create(..) | ScriptOp::Update(_) => Retry::Never,
+        let status: String = self.invoke(key, target, op).await?;
+        outcome(&status)
+    }
+
+    /// A renew on a Cluster, in two steps (see [`RedisStore::cluster`]).
+    async fn renew_across_nodes(
+        &self,
+        from: &SessionId,
+        to: &SessionId,
+        changes: &ChangeSet,
+    ) -> Result<SaveOutcome, StoreError> {
+        let old = self.prefix.key(from);
+        let answer: Vec<Value> = self
+            .invoke(old.clone(), None, ScriptOp::MoveOut(changes))
+            .await?;
+        let MovedOut {
+            left,
+            before,
+            after,
+        } = match moved_out(answer)? {
+            Ok(moved) => moved,
+            Err(status) => return outcome(&status),
         };
-        let mut conn = self.connection().await?;
-        let mut answer = invocation.invoke_async(&mut conn).await;
-        if retry.again(&answer) {
-            conn = self.connection().await?;
-            answer = invocation.invoke_async(&mut conn).await;
+        let created = self
+            .apply(
+                self.prefix.key(to),
+                None,
+                ScriptOp::Put(b'c', &after, changes.ttl()),
+            )
+            .await;
+        match created {
+            Ok(SaveOutcome::Saved) => Ok(SaveOutcome::Saved),
+            failed => {
+                // The session is under neither id: put it back under the old one as it was
+                // before the renew's changes (which may be a log-in's: never under an id that
+                // was not renewed).
+                let back = self
+                    .apply(old, None, ScriptOp::Put(b'b', &before, left))
+                    .await;
+                if let Err(err) = &back {
+                    crate::error::log_error(err);
+                }
+                match failed {
+                    Ok(other) => Err(StoreError::corrupt(format!(
+                        "the save script answered {other:?} to a create"
+                    ))),
+                    Err(err) => Err(err),
+                }
+            }
         }
-        let status: String = answer.map_err(|err| self.failure(&conn, err))?;
-        match status.as_str() {
-            "saved" => Ok(SaveOutcome::Saved),
-            "emptied" => Ok(SaveOutcome::Emptied),
-            "gone" => Ok(SaveOutcome::Gone),
-            "moved" => Ok(SaveOutcome::Moved),
-            "conflict" => Ok(SaveOutcome::Conflict),
-            "taken" => Err(StoreError::IdInUse),
-            other => Err(StoreError::corrupt(format!(
-                "unexpected answer {other:?} from the save script"
-            ))),
-        }
+    }
+}
+
+/// Fields and values, as the save script hands them over.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What the first step of a Cluster renew (mode `o`) hands over.
+struct MovedOut {
+    /// The time the session had left.
+    left: Duration,
+    /// Its fields before the renew's changes, and after.
+    before: Fields,
+    after: Fields,
+}
+
+/// The answer of the first step of a Cluster renew, or the status that ended it.
+fn moved_out(answer: Vec<Value>) -> Result<Result<MovedOut, String>, StoreError> {
+    let mut items = answer.into_iter();
+    let status: String = items
+        .next()
+        .map(from_redis_value)
+        .transpose()
+        .map_err(|err| StoreError::corrupt(RedisError::from(err)))?
+        .unwrap_or_default();
+    if status != "saved" {
+        return Ok(Err(status));
+    }
+    let mut number = || -> Result<i64, StoreError> {
+        items
+            .next()
+            .map(from_redis_value)
+            .transpose()
+            .map_err(|err| StoreError::corrupt(RedisError::from(err)))
+            .map(Option::unwrap_or_default)
+    };
+    let left = Duration::from_millis(u64::try_from(number()?).unwrap_or(1).max(1));
+    let count = usize::try_from(number()?).unwrap_or_default();
+    let bytes: Vec<Vec<u8>> = items
+        .map(from_redis_value)
+        .collect::<Result<_, _>>()
+        .map_err(|err| StoreError::corrupt(RedisError::from(err)))?;
+    let pairs = |items: &[Vec<u8>]| -> Fields {
+        items
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect()
+    };
+    let (before, after) = bytes.split_at(count.min(bytes.len()));
+    Ok(Ok(MovedOut {
+        left,
+        before: pairs(before),
+        after: pairs(after),
+    }))
+}
+
+/// The outcome a save script's status names.
+fn outcome(status: &str) -> Result<SaveOutcome, StoreError> {
+    match status {
+        "saved" => Ok(SaveOutcome::Saved),
+        "emptied" => Ok(SaveOutcome::Emptied),
+        "gone" => Ok(SaveOutcome::Gone),
+        "moved" => Ok(SaveOutcome::Moved),
+        "conflict" => Ok(SaveOutcome::Conflict),
+        "taken" => Err(StoreError::IdInUse),
+        other => Err(StoreError::corrupt(format!(
+            "unexpected answer {other:?} from the save script"
+        ))),
     }
 }
 
@@ -335,18 +440,38 @@ fn fill(
     op: ScriptOp<'_>,
 ) {
     invocation.key(key);
+    // A last-write-wins update (not a renew) that only sets keys takes the script's fast
+    // path, with the fewest arguments (each costs Redis about 0.14 µs to hand to the script).
+    if let (ScriptOp::Update(changes), None) = (op, &target) {
+        let sets_only = changes.changes().iter().all(|c| c.value().is_some());
+        if changes.policy() == ConflictPolicy::LastWriteWins && sets_only {
+            invocation.arg("f").arg(millis(changes.ttl()));
+            for c in changes.changes() {
+                invocation.arg(c.key()).arg(c.value().unwrap_or_default());
+            }
+            return;
+        }
+    }
     if let Some(target) = target {
         invocation.key(target);
     }
     let (mode, strict, ttl, count) = match op {
         ScriptOp::Create(data, ttl) => ("c", false, ttl, data.len()),
-        ScriptOp::Update(changes) => (
-            "u",
+        ScriptOp::Update(changes) | ScriptOp::MoveOut(changes) => (
+            if matches!(op, ScriptOp::MoveOut(_)) {
+                "o"
+            } else {
+                "u"
+            },
             changes.policy() == ConflictPolicy::Strict,
             changes.ttl(),
             changes.changes().len(),
         ),
         ScriptOp::Touch(ttl) => ("t", false, ttl, 0),
+        ScriptOp::Put(mode, fields, ttl) => {
+            let mode = if mode == b'b' { "b" } else { "c" };
+            (mode, false, ttl, fields.len())
+        }
     };
     invocation
         .arg(mode)
@@ -354,7 +479,7 @@ fn fill(
         .arg(millis(ttl))
         .arg(millis(moved_marker_ttl(ttl)))
         .arg(count);
-    let mut change = |key: &str, value: Option<&str>, seen: Option<&str>| {
+    let mut change = |key: &[u8], value: Option<&[u8]>, seen: Option<&str>| {
         invocation
             .arg(key)
             .arg(if value.is_some() { "s" } else { "d" })
@@ -365,12 +490,17 @@ fn fill(
     match op {
         ScriptOp::Create(data, _) => {
             for (key, value) in data {
-                change(key, Some(value), None);
+                change(key.as_bytes(), Some(value.as_bytes()), None);
             }
         }
-        ScriptOp::Update(changes) => {
+        ScriptOp::Update(changes) | ScriptOp::MoveOut(changes) => {
             for c in changes.changes() {
-                change(c.key(), c.value(), c.seen());
+                change(c.key().as_bytes(), c.value().map(str::as_bytes), c.seen());
+            }
+        }
+        ScriptOp::Put(_, fields, _) => {
+            for (key, value) in fields {
+                change(key, Some(value), None);
             }
         }
         ScriptOp::Touch(_) => {}
@@ -395,10 +525,9 @@ fn classify(err: &RedisError) -> fn(RedisError) -> StoreError {
     }
 }
 
-/// The session record from `HGETALL`'s answer; `None` for no hash, or the marker a renew
-/// left.
+/// The session record from `HGETALL`'s answer; `None` for no hash.
 fn into_record(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Option<SessionMap> {
-    if fields.is_empty() || fields.iter().any(|(name, _)| name == MOVED_FIELD) {
+    if fields.is_empty() {
         return None;
     }
     let record = fields.into_iter().filter_map(|(name, value)| {
@@ -432,7 +561,7 @@ fn millis(ttl: Duration) -> u64 {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = match &self.connection {
-            Source::Managed(_) => "connection manager",
+            Source::Managed(managed) => managed.describe(),
             Source::Pool(_) => "application pool",
         };
         f.debug_struct("RedisStore")
@@ -444,13 +573,27 @@ impl fmt::Debug for RedisStore {
 
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = self
-            .query(
-                deadpool_redis::redis::cmd("HGETALL").arg(self.prefix.key(id)),
-                Retry::OnceIfDropped,
-            )
-            .await?;
-        Ok(into_record(fields))
+        let key = self.prefix.key(id);
+        let hgetall = deadpool_redis::redis::cmd("HGETALL").arg(&key).clone();
+        match self
+            .query::<Vec<(Vec<u8>, Vec<u8>)>>(&hgetall, Retry::OnceIfDropped)
+            .await
+        {
+            Ok(fields) => Ok(into_record(fields)),
+            // Not a hash: the marker of a renewed session (a stale id: the id is unknown),
+            // or data the store cannot read.
+            Err(unreadable @ StoreError::Corrupt(_)) => {
+                let get = deadpool_redis::redis::cmd("GET").arg(&key).clone();
+                match self
+                    .query::<Option<Vec<u8>>>(&get, Retry::OnceIfDropped)
+                    .await
+                {
+                    Ok(Some(value)) if value == MOVED_MARKER => Ok(None),
+                    _ => Err(unreadable),
+                }
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn create(
@@ -481,6 +624,9 @@ impl SessionStore for RedisStore {
         to: &SessionId,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
+        if self.is_cluster() {
+            return self.renew_across_nodes(from, to, changes).await;
+        }
         self.apply(
             self.prefix.key(from),
             Some(self.prefix.key(to)),

@@ -1,14 +1,61 @@
 -- Applies a change set to one session hash, atomically; or extends its TTL.
--- KEYS[1]: the session hash; KEYS[2]: the new hash when renewing, else absent.
--- ARGV: mode ('c' create, 'u' update, 't' touch), strict ('1' or '0'), TTL in ms, the moved
--- marker's TTL in ms, number of changes, then per change: field, op ('s' set, 'd' delete),
--- value, seen flag ('1' or '0'), seen value.
--- Returns 'saved', 'emptied', 'gone', 'moved', 'conflict' or 'taken'.
+-- KEYS[1]: the session hash; KEYS[2]: the new hash when renewing in one step, else absent.
+-- ARGV: mode, strict ('1' or '0'), TTL in ms, the moved marker's TTL in ms, number of changes,
+-- then per change: field, op ('s' set, 'd' delete), value, seen flag ('1' or '0'), seen value.
+-- Modes:
+--   'f' fast update, for a last-write-wins change set that only sets keys; ARGV is 'f', the
+--       TTL in ms, then field and value pairs.
+--   'c' create: only where nothing is stored.
+--   'u' update: only a session hash that still exists; with KEYS[2], also move it there
+--       (a renew) and leave the moved marker.
+--   't' touch: extend the TTL of a session hash.
+--   'o' move out (the first step of a renew on a Cluster, where the new key lives on
+--       another node): update, then return the session's fields and leave the marker.
+--   'b' back: put a session moved out back where it was (the second step of a Cluster renew
+--       failed), only over its own marker.
+-- Returns 'saved', 'emptied', 'gone', 'moved', 'conflict' or 'taken'; mode 'o' returns a
+-- table: that status, then, for 'saved', the time the session had left (ms), how many items it
+-- had before the changes, those fields and values, and the fields and values after them.
+--
+-- The moved marker a renew leaves at the old key is a string (MOVED below; MOVED_MARKER in
+-- redis.rs), not a hash: a hash command on it fails, so the common update needs no check
+-- of its own for it.
+-- The fast path, for a last-write-wins update that only sets keys (the common change: a
+-- counter, a flag): HSET, then PEXPIRE, first in the script so that it runs nothing else.
+-- HSET fails on a marker or a value of another type; and it creates a hash that did not
+-- exist, which its own answer tells (the hash then holds exactly the fields it added), and
+-- which is deleted again at once: no resurrection.
+if ARGV[1] == 'f' then
+  local key = KEYS[1]
+  local added = redis.pcall('HSET', key, unpack(ARGV, 3))
+  if type(added) == 'table' then
+    if redis.pcall('GET', key) == '\0moved' then return 'moved' end
+    return 'gone'
+  end
+  if added > 0 and redis.call('HLEN', key) == added then
+    redis.call('DEL', key)
+    return 'gone'
+  end
+  redis.call('PEXPIRE', key, ARGV[2])
+  return 'saved'
+end
+
 local key, target = KEYS[1], KEYS[2]
 local mode, strict, ttl, marker_ttl, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
--- The field of the marker a renew leaves at the old key (a NUL-led name, which sessions
--- cannot use); the same name as MOVED_FIELD in redis.rs.
 local MOVED = '\0moved'
+
+local function done(status)
+  if mode == 'o' then return {status} end
+  return status
+end
+
+-- What a key that is not a session hash is: the marker of a renewed session, or nothing
+-- (or data of another kind, never written through).
+local function not_a_session()
+  local value = redis.pcall('GET', key)
+  if value == MOVED then return done('moved') end
+  return done('gone')
+end
 
 -- A value seen at load that was not UTF-8 came to the app as '\0raw:' and its bytes in hex
 -- (RAW_PREFIX in redis.rs): compare the bytes.
@@ -19,13 +66,29 @@ local function stored_form(seen)
   return seen
 end
 
+local function apply_changes()
+  for i = 0, n - 1 do
+    local at = 6 + i * 5
+    if ARGV[at + 1] == 's' then
+      redis.call('HSET', key, ARGV[at], ARGV[at + 2])
+    else
+      redis.call('HDEL', key, ARGV[at])
+    end
+  end
+end
+
 local kind = redis.call('TYPE', key).ok
+if mode == 'b' then
+  if kind ~= 'string' or redis.call('GET', key) ~= MOVED then return 'gone' end
+  redis.call('DEL', key)
+  apply_changes()
+  redis.call('PEXPIRE', key, ttl)
+  return 'saved'
+end
 if mode == 'c' then
   if kind ~= 'none' then return 'taken' end
-else
-  -- Nothing there, or something that is not a session hash: never written through.
-  if kind ~= 'hash' then return 'gone' end
-  if redis.call('HEXISTS', key, MOVED) == 1 then return 'moved' end
+elseif kind ~= 'hash' then
+  return not_a_session()
 end
 if mode == 't' then
   redis.call('PEXPIRE', key, ttl)
@@ -38,29 +101,33 @@ if strict == '1' then
     local at = 6 + i * 5
     local current = redis.call('HGET', key, ARGV[at])
     if ARGV[at + 3] == '1' then
-      if current ~= stored_form(ARGV[at + 4]) then return 'conflict' end
+      if current ~= stored_form(ARGV[at + 4]) then return done('conflict') end
     elseif current then
-      return 'conflict'
+      return done('conflict')
     end
   end
 end
 
-for i = 0, n - 1 do
-  local at = 6 + i * 5
-  if ARGV[at + 1] == 's' then
-    redis.call('HSET', key, ARGV[at], ARGV[at + 2])
-  else
-    redis.call('HDEL', key, ARGV[at])
-  end
+local before, left = nil, nil
+if mode == 'o' then
+  before = redis.call('HGETALL', key)
+  left = redis.call('PTTL', key)
 end
+apply_changes()
 
 -- Redis deletes a hash whose last field is removed.
-if redis.call('EXISTS', key) == 0 then return 'emptied' end
+if redis.call('EXISTS', key) == 0 then return done('emptied') end
+if mode == 'o' then
+  local out = {'saved', left, #before}
+  for _, item in ipairs(before) do out[#out + 1] = item end
+  for _, item in ipairs(redis.call('HGETALL', key)) do out[#out + 1] = item end
+  redis.call('SET', key, MOVED, 'PX', marker_ttl)
+  return out
+end
 if target then
   redis.call('RENAME', key, target)
   redis.call('PEXPIRE', target, ttl)
-  redis.call('HSET', key, MOVED, '1')
-  redis.call('PEXPIRE', key, marker_ttl)
+  redis.call('SET', key, MOVED, 'PX', marker_ttl)
   return 'saved'
 end
 redis.call('PEXPIRE', key, ttl)

@@ -1,0 +1,298 @@
+//! Building a [`RedisStore`]: which deployment (a standalone server, a Cluster, Sentinel),
+//! TLS, credentials and timeouts.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use deadpool_redis::redis::{
+    aio::ConnectionManagerConfig,
+    cluster::ClusterClientBuilder,
+    sentinel::{SentinelClientBuilder, SentinelServerType},
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionInfo, IntoConnectionInfo, RedisError,
+    TlsCertificates, TlsMode,
+};
+
+use super::{
+    connections::{Deployment, Managed},
+    RedisStore, Source,
+};
+use crate::storage::KeyPrefix;
+
+/// Why a [`RedisStore`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisStoreError {
+    /// A URL or connection info is not valid.
+    #[error("invalid Redis connection info")]
+    InvalidUrl(#[source] RedisError),
+    /// The settings do not make a client: certificates that do not parse, TLS settings on
+    /// a `redis://` (not `rediss://`) URL, no Cluster node or Sentinel given.
+    #[error("invalid Redis client settings")]
+    InvalidSettings(#[source] RedisError),
+}
+
+/// Which Redis the store talks to.
+enum Target {
+    Standalone(Result<ConnectionInfo, RedisError>),
+    Cluster(Result<Vec<ConnectionInfo>, RedisError>),
+    Sentinel {
+        sentinels: Result<Vec<ConnectionInfo>, RedisError>,
+        master: String,
+    },
+}
+
+/// Builds a [`RedisStore`]: [`RedisStore::builder`] for one server,
+/// [`RedisStore::cluster`] for a Redis Cluster, [`RedisStore::sentinel`] for a master that
+/// Sentinel follows.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_kv_session::storage::RedisStore;
+///
+/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # let ca_pem = Vec::new();
+/// let store = RedisStore::builder("rediss://redis.example.com:6380")
+///     .username("app")
+///     .password("secret")
+///     .root_certificate(ca_pem) // PEM; the system's roots are trusted without it
+///     .connect_timeout(Duration::from_secs(1))
+///     .response_timeout(Duration::from_secs(1))
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub struct RedisStoreBuilder {
+    target: Target,
+    prefix: KeyPrefix,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    username: Option<String>,
+    password: Option<String>,
+    root_certificate: Option<Vec<u8>>,
+    client_certificate: Option<ClientTlsConfig>,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = match &self.target {
+            Target::Standalone(_) => "standalone",
+            Target::Cluster(_) => "cluster",
+            Target::Sentinel { .. } => "sentinel",
+        };
+        // Credentials and keys are never printed.
+        f.debug_struct("RedisStoreBuilder")
+            .field("target", &target)
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+fn infos<T: IntoConnectionInfo>(
+    urls: impl IntoIterator<Item = T>,
+) -> Result<Vec<ConnectionInfo>, RedisError> {
+    urls.into_iter()
+        .map(IntoConnectionInfo::into_connection_info)
+        .collect()
+}
+
+impl RedisStoreBuilder {
+    fn new(target: Target) -> Self {
+        Self {
+            target,
+            prefix: KeyPrefix::default(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            username: None,
+            password: None,
+            root_certificate: None,
+            client_certificate: None,
+        }
+    }
+
+    pub(super) fn standalone(url: impl IntoConnectionInfo) -> Self {
+        Self::new(Target::Standalone(url.into_connection_info()))
+    }
+
+    pub(super) fn cluster<T: IntoConnectionInfo>(nodes: impl IntoIterator<Item = T>) -> Self {
+        Self::new(Target::Cluster(infos(nodes)))
+    }
+
+    pub(super) fn sentinel<T: IntoConnectionInfo>(
+        sentinels: impl IntoIterator<Item = T>,
+        master: impl Into<String>,
+    ) -> Self {
+        Self::new(Target::Sentinel {
+            sentinels: infos(sentinels),
+            master: master.into(),
+        })
+    }
+
+    /// The prefix of every session's key (default `session:`, as `sanic_session`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = KeyPrefix::new(prefix);
+        self
+    }
+
+    /// How long connecting to Redis may take (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long Redis may take to answer one command (default 1 s). A connection on which a
+    /// command timed out is replaced.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// The ACL user to authenticate as (else the one in the URL, else `default`). For
+    /// Sentinel: the user on the master; the Sentinels' own come from their URLs.
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// The password to authenticate with (else the one in the URL). A wrong one is refused
+    /// at the first request: the request gets a 503 and the cause is logged.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// A CA certificate (PEM) to trust for `rediss://` connections, instead of the system's
+    /// roots: for a Redis whose certificate a private CA signed.
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
+        self
+    }
+
+    /// A client certificate and its private key (both PEM) to present, for a Redis that
+    /// requires them (`tls-auth-clients yes`).
+    pub fn client_certificate(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client_certificate = Some(ClientTlsConfig {
+            client_cert: cert_pem.into(),
+            client_key: key_pem.into(),
+        });
+        self
+    }
+
+    fn certificates(&self) -> Option<TlsCertificates> {
+        if self.root_certificate.is_none() && self.client_certificate.is_none() {
+            return None;
+        }
+        Some(TlsCertificates {
+            client_tls: self.client_certificate.clone(),
+            root_cert: self.root_certificate.clone(),
+        })
+    }
+
+    /// Builds the store. No connection is made until the first request.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisStoreError::InvalidUrl`] when a URL does not parse;
+    /// [`RedisStoreError::InvalidSettings`] when the settings do not make a client.
+    pub fn build(self) -> Result<RedisStore, RedisStoreError> {
+        let certificates = self.certificates();
+        let deployment = match self.target {
+            Target::Standalone(info) => {
+                let mut info = info.map_err(RedisStoreError::InvalidUrl)?;
+                let mut settings = info.redis_settings().clone();
+                if let Some(username) = &self.username {
+                    settings = settings.set_username(username);
+                }
+                if let Some(password) = &self.password {
+                    settings = settings.set_password(password);
+                }
+                info = info.set_redis_settings(settings);
+                let client = match certificates {
+                    Some(certificates) => Client::build_with_tls(info, certificates),
+                    None => Client::open(info),
+                }
+                .map_err(RedisStoreError::InvalidSettings)?;
+                // One attempt per reconnection: while Redis is down each request fails at
+                // once (503), and the first one after it is back reconnects.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.response_timeout))
+                    .set_number_of_retries(0);
+                Deployment::Standalone { client, config }
+            }
+            Target::Cluster(nodes) => {
+                let nodes = nodes.map_err(RedisStoreError::InvalidUrl)?;
+                let mut builder = ClusterClientBuilder::new(nodes)
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.response_timeout)
+                    .retries(1);
+                if let Some(username) = &self.username {
+                    builder = builder.username(username);
+                }
+                if let Some(password) = &self.password {
+                    builder = builder.password(password);
+                }
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates);
+                }
+                Deployment::Cluster(builder.build().map_err(RedisStoreError::InvalidSettings)?)
+            }
+            Target::Sentinel { sentinels, master } => {
+                let sentinels = sentinels.map_err(RedisStoreError::InvalidUrl)?;
+                let first = sentinels.first().cloned();
+                let tls = sentinels.iter().any(|info| {
+                    matches!(
+                        info.addr(),
+                        deadpool_redis::redis::ConnectionAddr::TcpTls { .. }
+                    )
+                });
+                let addrs = sentinels.into_iter().map(|info| info.addr().clone());
+                let mut builder =
+                    SentinelClientBuilder::new(addrs, &master, SentinelServerType::Master)
+                        .map_err(RedisStoreError::InvalidSettings)?;
+                // The Sentinels' own credentials come from their URLs.
+                if let Some(first) = &first {
+                    let settings = first.redis_settings();
+                    if let Some(username) = settings.username() {
+                        builder = builder.set_client_to_sentinel_username(username);
+                    }
+                    if let Some(password) = settings.password() {
+                        builder = builder.set_client_to_sentinel_password(password);
+                    }
+                }
+                if tls {
+                    builder = builder
+                        .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                        .set_client_to_redis_tls_mode(TlsMode::Secure);
+                }
+                if let Some(username) = &self.username {
+                    builder = builder.set_client_to_redis_username(username);
+                }
+                if let Some(password) = &self.password {
+                    builder = builder.set_client_to_redis_password(password);
+                }
+                if let Some(certificates) = certificates {
+                    builder = builder.set_client_to_redis_certificates(certificates);
+                }
+                let sentinel = builder.build().map_err(RedisStoreError::InvalidSettings)?;
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.response_timeout));
+                Deployment::Sentinel {
+                    sentinel: tokio::sync::Mutex::new(sentinel),
+                    config,
+                }
+            }
+        };
+        Ok(RedisStore::with(
+            Source::Managed(Arc::new(Managed::new(deployment))),
+            self.prefix,
+        ))
+    }
+}
