@@ -1,22 +1,34 @@
-//! The Memcached store, on async-memcached.
+//! The Memcached store: a pool of memcached nodes, keys spread over them by libmemcached's
+//! weighted ketama, each node reached through one multiplexed connection per worker thread
+//! on the meta protocol.
+
+mod conn;
+mod ketama;
+mod node;
 
 use std::{
     collections::HashMap,
     fmt,
+    future::Future,
+    io::Write as _,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use async_memcached::{Client, Error as McError, ErrorKind, MetaProtocol, Status};
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use serde_json::value::RawValue;
 
-use super::{moved_marker_ttl, ChangeSet, KeyPrefix, SaveOutcome, SessionMap, SessionStore};
+use self::{
+    conn::{Connection, Reply},
+    ketama::Ring,
+    node::{Node, Tls, TlsSettings},
+};
+use super::{
+    moved_marker_ttl,
+    per_thread::{Lease, PerThread},
+    ChangeSet, KeyPrefix, SaveOutcome, SessionMap, SessionStore,
+};
 use crate::{error::StoreError, SessionId};
 
-/// A pooled connection idle longer than this is checked before use, so one that died while
-/// idle (a server restart) is replaced instead of failing a request. Busy connections are not
-/// checked: that would double the round-trips of every request.
-const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// Memcached's default item size limit is 1 MiB, item header and key included: keep the
 /// value safely under it.
 const DEFAULT_MAX_ITEM_SIZE: usize = 1_000_000;
@@ -24,37 +36,6 @@ const DEFAULT_MAX_ITEM_SIZE: usize = 1_000_000;
 const MAX_KEY_LEN: usize = 250;
 /// Memcached reads an expiry over 30 days as an absolute Unix time.
 const MAX_RELATIVE_TTL: u64 = 30 * 24 * 60 * 60;
-/// The connection pool's settings.
-#[derive(Debug, Clone, Copy)]
-struct PoolSettings {
-    size: usize,
-    wait: Duration,
-    create: Duration,
-    response: Duration,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            size: 16,
-            wait: Duration::from_millis(500),
-            create: Duration::from_secs(1),
-            response: Duration::from_secs(1),
-        }
-    }
-}
-
-impl PoolSettings {
-    /// The pool's timeouts: a recycle check is one command, so it gets the response timeout.
-    fn timeouts(&self) -> managed::Timeouts {
-        managed::Timeouts {
-            wait: Some(self.wait),
-            create: Some(self.create),
-            recycle: Some(self.response),
-        }
-    }
-}
-
 /// How many times a save re-reads and retries after another request changed the session.
 const CAS_ATTEMPTS: u32 = 64;
 /// The client flags of the marker a renew leaves at the old key (see
@@ -92,8 +73,17 @@ enum Item {
 /// new session is written with add, never over an item; an item gone since the load is not
 /// re-created. TTLs over 30 days are sent as absolute times, as memcached requires.
 ///
-/// async-memcached has one connection per client: the store pools clients with deadpool,
-/// drops those whose connection closed, and checks those idle for a while before reuse.
+/// **Several nodes.** Give a comma-separated list (`"10.0.0.1:11211,10.0.0.2:11211"`, each
+/// node `HOST:PORT`, optionally `:WEIGHT`): each session lives on one node, picked by
+/// libmemcached's weighted ketama (`MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED`), so other
+/// libmemcached clients with the same list find the same sessions, and adding a node moves
+/// about 1/N of them. While a node is down, the sessions on it answer 503 and the others
+/// are unaffected; when it is back, its sessions work again (those it held are gone if it
+/// restarted).
+///
+/// **Connections.** Each worker thread keeps one connection per node, on which its requests
+/// pipeline: a slow memcached slows the requests waiting on it, but holds no connection
+/// that others need. A connection that broke or timed out is replaced.
 ///
 /// ```no_run
 /// use actix_kv_session::{storage::MemcachedStore, SessionMiddleware};
@@ -101,6 +91,7 @@ enum Item {
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = MemcachedStore::new("127.0.0.1:11211")?;
+/// // or several nodes: MemcachedStore::new("10.0.0.1:11211,10.0.0.2:11211,10.0.0.3:11211:2")?
 /// HttpServer::new(move || App::new().wrap(SessionMiddleware::new(store.clone())))
 ///     .bind("127.0.0.1:8080")?
 ///     .run()
@@ -110,35 +101,19 @@ enum Item {
 /// ```
 #[derive(Clone)]
 pub struct MemcachedStore {
-    pool: managed::Pool<Manager>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    nodes: Vec<Node>,
+    /// `None` for one node.
+    ring: Option<Ring>,
+    connections: PerThread<Connection>,
+    tls: Option<Tls>,
     prefix: KeyPrefix,
+    connect_timeout: Duration,
     response_timeout: Duration,
     max_item_size: usize,
-}
-
-struct Manager {
-    addr: String,
-}
-
-impl managed::Manager for Manager {
-    type Type = Client;
-    type Error = McError;
-
-    async fn create(&self) -> Result<Client, McError> {
-        // Boxed, so the pool's `get` future does not carry the connect future inline.
-        Box::pin(Client::new(&self.addr)).await
-    }
-
-    async fn recycle(&self, client: &mut Client, metrics: &Metrics) -> RecycleResult<McError> {
-        if client.is_closed() {
-            // An operation was cut short (a timeout): the connection is unusable.
-            return Err(RecycleError::message("connection closed"));
-        }
-        if metrics.last_used() >= PING_WHEN_IDLE_FOR {
-            client.version().await?;
-        }
-        Ok(())
-    }
 }
 
 /// Why a [`MemcachedStore`] could not be built.
@@ -154,19 +129,24 @@ pub enum MemcachedStoreError {
         /// The prefix given.
         prefix: String,
     },
-    /// The pool could not be built from the settings.
-    #[error("cannot build the memcached connection pool")]
-    Pool(#[source] managed::BuildError),
+    /// A node of the list cannot be read, or the list is empty.
+    #[error("invalid memcached node list: {0}")]
+    InvalidNodes(String),
+    /// The TLS settings do not make a TLS client (a certificate or key that does not parse).
+    #[error("invalid memcached TLS settings: {0}")]
+    InvalidTls(String),
 }
 
 /// Builds a [`MemcachedStore`].
 #[derive(Debug)]
 #[must_use]
 pub struct MemcachedStoreBuilder {
-    addr: String,
+    nodes: String,
     prefix: String,
-    pool: PoolSettings,
+    connect_timeout: Duration,
+    response_timeout: Duration,
     max_item_size: usize,
+    tls: TlsSettings,
 }
 
 impl MemcachedStoreBuilder {
@@ -176,28 +156,17 @@ impl MemcachedStoreBuilder {
         self
     }
 
-    /// The most connections the pool holds (default 16).
-    pub fn pool_size(mut self, size: usize) -> Self {
-        self.pool.size = size;
-        self
-    }
-
-    /// How long a request waits for a free connection (default 500 ms).
-    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
-        self.pool.wait = timeout;
-        self
-    }
-
-    /// How long connecting to memcached may take (default 1 s).
-    pub fn create_timeout(mut self, timeout: Duration) -> Self {
-        self.pool.create = timeout;
+    /// How long connecting to a node may take (default 1 s). While a node cannot be
+    /// reached, each request for a session on it waits at most this long for its 503.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
     /// How long memcached may take to answer one command (default 1 s). A connection whose
-    /// command timed out is closed and replaced.
+    /// command timed out is replaced.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.pool.response = timeout;
+        self.response_timeout = timeout;
         self
     }
 
@@ -213,12 +182,50 @@ impl MemcachedStoreBuilder {
         self
     }
 
-    /// Builds the store. No connection is made until the first request.
+    /// Connects over TLS (memcached's `-Z`), trusting the system's root certificates unless
+    /// [`root_certificate`](Self::root_certificate) names others. Certificates are checked
+    /// against each node's host name or IP address, or
+    /// [`tls_server_name`](Self::tls_server_name).
+    pub fn tls(mut self) -> Self {
+        self.tls.enabled = true;
+        self
+    }
+
+    /// Connects over TLS, trusting the certificates of `pem` (one or more PEM certificates,
+    /// for example a private CA) instead of the system's.
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.enabled = true;
+        self.tls.roots = Some(pem.into());
+        self
+    }
+
+    /// Connects over TLS, presenting a client certificate (PEM chain, and its PEM private
+    /// key) to nodes that ask for one (memcached's `ssl_ca_cert` with `ssl_verify_mode`).
+    pub fn client_certificate(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.enabled = true;
+        self.tls.client = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// The name the nodes' certificates must carry, when it is not each node's host (nodes
+    /// listed by IP address with a certificate for a DNS name).
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls.server_name = Some(name.into());
+        self
+    }
+
+    /// Builds the store. No connection is made until the first request (see
+    /// [`MemcachedStore::ping`] to check the nodes at start-up).
     ///
     /// # Errors
     ///
     /// [`MemcachedStoreError::InvalidPrefix`] when the prefix cannot be part of a memcached
-    /// key.
+    /// key; [`MemcachedStoreError::InvalidNodes`] when the node list does not parse;
+    /// [`MemcachedStoreError::InvalidTls`] when a certificate or key does not.
     pub fn build(self) -> Result<MemcachedStore, MemcachedStoreError> {
         let valid = self.prefix.len() + SessionId::LEN <= MAX_KEY_LEN
             && self.prefix.bytes().all(|b| b.is_ascii_graphic());
@@ -227,101 +234,172 @@ impl MemcachedStoreBuilder {
                 prefix: self.prefix,
             });
         }
-        let pool = managed::Pool::builder(Manager { addr: self.addr })
-            .max_size(self.pool.size)
-            .timeouts(self.pool.timeouts())
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(MemcachedStoreError::Pool)?;
+        let nodes = self
+            .nodes
+            .split(',')
+            .filter(|spec| !spec.trim().is_empty())
+            .map(Node::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(MemcachedStoreError::InvalidNodes)?;
+        if nodes.is_empty() {
+            return Err(MemcachedStoreError::InvalidNodes(format!(
+                "{:?} names no node",
+                self.nodes
+            )));
+        }
+        let tls = self.tls.build().map_err(MemcachedStoreError::InvalidTls)?;
+        let ring = (nodes.len() > 1).then(|| Ring::new(&nodes));
         Ok(MemcachedStore {
-            pool,
-            prefix: KeyPrefix::new(self.prefix),
-            response_timeout: self.pool.response,
-            max_item_size: self.max_item_size,
+            inner: Arc::new(Inner {
+                nodes,
+                ring,
+                connections: PerThread::new(),
+                tls,
+                prefix: KeyPrefix::new(self.prefix),
+                connect_timeout: self.connect_timeout,
+                response_timeout: self.response_timeout,
+                max_item_size: self.max_item_size,
+            }),
         })
     }
 }
 
 impl MemcachedStore {
-    /// A store on the memcached at `addr` (`HOST:PORT` or `tcp://HOST:PORT`, IPv4; or
-    /// `unix://PATH`), with the default settings.
+    /// A store on the memcached nodes of `nodes`, with the default settings: one node
+    /// (`HOST:PORT`, `tcp://HOST:PORT`, `[IPV6]:PORT` or `unix://PATH`) or several,
+    /// comma-separated, each optionally followed by `:WEIGHT`.
     ///
     /// # Errors
     ///
     /// As [`MemcachedStoreBuilder::build`].
-    pub fn new(addr: impl Into<String>) -> Result<Self, MemcachedStoreError> {
-        Self::builder(addr).build()
+    pub fn new(nodes: impl AsRef<str>) -> Result<Self, MemcachedStoreError> {
+        Self::builder(nodes).build()
     }
 
-    /// A builder for a store on the memcached at `addr`.
-    pub fn builder(addr: impl Into<String>) -> MemcachedStoreBuilder {
-        let mut addr = addr.into();
-        if !addr.contains("://") {
-            // async-memcached parses a bare HOST:PORT as a relative URL and fails.
-            addr.insert_str(0, "tcp://");
-        }
+    /// A builder for a store on the memcached nodes of `nodes` (as [`new`](Self::new)).
+    pub fn builder(nodes: impl AsRef<str>) -> MemcachedStoreBuilder {
         MemcachedStoreBuilder {
-            addr,
+            nodes: nodes.as_ref().to_owned(),
             prefix: KeyPrefix::DEFAULT.to_owned(),
-            pool: PoolSettings::default(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
             max_item_size: DEFAULT_MAX_ITEM_SIZE,
+            tls: TlsSettings::default(),
         }
+    }
+
+    /// Checks that every node answers, for a clear error at start-up rather than 503s on the
+    /// first requests.
+    ///
+    /// # Errors
+    ///
+    /// The first node that cannot be reached or does not answer, as a [`StoreError`] that
+    /// names it.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        for node in 0..self.inner.nodes.len() {
+            let reply = self.call(node, b"mn\r\n".to_vec()).await?;
+            if reply.status() != b"MN" {
+                return Err(self.unexpected(node, &reply));
+            }
+        }
+        Ok(())
     }
 
     fn key(&self, id: &SessionId) -> String {
-        self.prefix.key(id)
+        self.inner.prefix.key(id)
     }
 
-    /// Runs `op` on a pooled client within the response timeout.
-    ///
-    /// With [`Retry::OnceIfDropped`], an operation whose connection broke under it (the
-    /// server restarted, a proxy cut it) runs once more on a fresh connection, so a load
-    /// does not fail for a connection that was already dead; a timeout is not retried.
-    /// Whatever the operation, the pool's idle connections are dropped when one broke: what
-    /// broke one (a server restart, the end of the runtime it was opened on) most likely
-    /// broke them all, and each would otherwise fail one more request.
-    ///
-    /// `op` makes the operation, once per attempt.
-    async fn run<T, M, F>(&self, retry: Retry, op: M) -> Result<T, StoreError>
-    where
-        M: Fn() -> F,
-        F: AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
-    {
-        let result = self.run_once(op()).await;
-        match result {
-            Err(err) if connection_broke(&err) => {
-                self.pool.retain(|_, _| false);
-                match retry {
-                    Retry::OnceIfDropped => self.run_once(op()).await,
-                    Retry::Never => Err(err),
-                }
+    /// The node that holds `key`.
+    fn node_of(&self, key: &str) -> usize {
+        self.inner
+            .ring
+            .as_ref()
+            .map_or(0, |ring| ring.node_of(key.as_bytes()))
+    }
+
+    /// This thread's connection to `node`, opened if it has none or its last one closed.
+    async fn lease(&self, node: usize) -> Result<Lease<Connection>, StoreError> {
+        let connections = &self.inner.connections;
+        if let Some(lease) = connections.cached(node) {
+            if !lease.conn.is_closed() {
+                return Ok(lease);
             }
-            other => other,
+            connections.discard(node, lease.generation);
+        }
+        let conn = self.inner.nodes[node]
+            .connect(self.inner.tls.as_ref(), self.inner.connect_timeout)
+            .await
+            .map_err(|err| self.failure(node, format!("cannot connect: {err}"), false))?;
+        Ok(connections.keep(node, conn))
+    }
+
+    /// Sends one command to `node` and waits for its answer within the response timeout. A
+    /// connection that closed under the command, or timed out, is dropped: the next
+    /// command opens another.
+    async fn call(&self, node: usize, command: Vec<u8>) -> Result<Reply, StoreError> {
+        let lease = self.lease(node).await?;
+        let timeout = self.inner.response_timeout;
+        match tokio::time::timeout(timeout, lease.conn.call(command)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(closed)) => {
+                self.inner.connections.discard(node, lease.generation);
+                Err(self.failure(node, closed.to_string(), true))
+            }
+            Err(_) => {
+                self.inner.connections.discard(node, lease.generation);
+                Err(StoreError::TimedOut(timeout))
+            }
         }
     }
 
-    async fn run_once<T, F>(&self, op: F) -> Result<T, StoreError>
+    /// A failure of `node`, as a [`StoreError::Unavailable`] that names it; `broke` when a
+    /// connection closed under a command (an idempotent operation may run once more).
+    fn failure(&self, node: usize, what: String, broke: bool) -> StoreError {
+        StoreError::unavailable(NodeError {
+            node: self.inner.nodes[node].to_string(),
+            what,
+            broke,
+        })
+    }
+
+    /// An answer the command cannot have.
+    fn unexpected(&self, node: usize, reply: &Reply) -> StoreError {
+        self.failure(node, format!("unexpected answer {:?}", reply.line()), false)
+    }
+
+    /// Runs `op`; with [`Retry::OnceIfDropped`], once more if a connection closed under it
+    /// (the server restarted, a proxy cut it), so a load does not fail for a connection
+    /// that was already dead. A timeout is not retried.
+    async fn run<T, F>(&self, retry: Retry, op: impl Fn() -> F) -> Result<T, StoreError>
     where
-        F: AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
+        F: Future<Output = Result<T, StoreError>>,
     {
-        let mut client = self.pool.get().await.map_err(StoreError::unavailable)?;
-        // A cut-short operation closes the client's connection; the pool drops it.
-        tokio::time::timeout(self.response_timeout, op(&mut client))
-            .await
-            .unwrap_or(Err(StoreError::TimedOut(self.response_timeout)))
+        match op().await {
+            Err(err) if retry == Retry::OnceIfDropped && connection_broke(&err) => op().await,
+            other => other,
+        }
     }
 
     /// The item's value for `record`, checked against the size limit.
     fn encode(&self, record: &SessionMap) -> Result<Vec<u8>, StoreError> {
         let bytes = serde_json::to_vec(&as_raw(record)?).map_err(StoreError::corrupt)?;
-        if bytes.len() > self.max_item_size {
+        if bytes.len() > self.inner.max_item_size {
             return Err(StoreError::TooLarge {
                 size: bytes.len(),
-                limit: Some(self.max_item_size),
+                limit: Some(self.inner.max_item_size),
             });
         }
         Ok(bytes)
     }
+}
+
+/// A node's failure, named.
+#[derive(Debug, thiserror::Error)]
+#[error("memcached {node}: {what}")]
+struct NodeError {
+    node: String,
+    what: String,
+    broke: bool,
 }
 
 /// The record as a map of raw JSON values, to serialize without re-parsing the values.
@@ -359,28 +437,26 @@ fn expiry(ttl: Duration) -> u64 {
     now + secs
 }
 
-/// How a memcached error reads as a [`StoreError`].
-fn store_error(err: McError) -> StoreError {
-    StoreError::unavailable(err)
-}
-
-/// Whether memcached refused an item as larger than its `-I` limit.
-fn refused_as_too_large(err: &McError) -> bool {
-    matches!(
-        err,
-        McError::Protocol(Status::Error(ErrorKind::Server(message))) if message.contains("too large")
-    )
-}
-
-/// Whether a store error is a connection that broke under an operation.
+/// Whether a store error is a connection that closed under an operation.
 fn connection_broke(err: &StoreError) -> bool {
     match err {
-        StoreError::Unavailable(cause) => matches!(
-            cause.downcast_ref::<McError>(),
-            Some(McError::Io(_) | McError::ConnectionClosed)
-        ),
+        StoreError::Unavailable(cause) => cause
+            .downcast_ref::<NodeError>()
+            .is_some_and(|err| err.broke),
         _ => false,
     }
+}
+
+/// A meta command: `verb key flags...`, then the value and its line end for a set.
+fn command(verb: &str, key: &str, flags: fmt::Arguments<'_>, value: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(verb.len() + key.len() + 32 + value.map_or(0, <[u8]>::len));
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{verb} {key}{flags}\r\n");
+    if let Some(value) = value {
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }
 
 /// What a conditional write answered.
@@ -392,37 +468,34 @@ enum Write {
     Missing,
 }
 
-fn write_result<T>(result: Result<T, McError>) -> Result<Write, StoreError> {
-    match result {
-        Ok(_) => Ok(Write::Done),
-        Err(McError::Protocol(Status::Exists | Status::NotStored)) => Ok(Write::Lost),
-        Err(McError::Protocol(Status::NotFound)) => Ok(Write::Missing),
-        Err(err) => Err(store_error(err)),
-    }
-}
-
 impl MemcachedStore {
+    /// What a conditional write's answer means.
+    fn write_result(&self, node: usize, reply: &Reply) -> Result<Write, StoreError> {
+        match reply.status() {
+            b"HD" => Ok(Write::Done),
+            b"EX" | b"NS" => Ok(Write::Lost),
+            b"NF" => Ok(Write::Missing),
+            _ => Err(self.unexpected(node, reply)),
+        }
+    }
+
     /// The item with its CAS token.
-    async fn get_with_cas(
-        &self,
-        client: &mut Client,
-        key: &str,
-    ) -> Result<Option<Item>, StoreError> {
-        let Some(item) = client
-            .meta_get(key, false, None, Some(&["v", "c", "f"]))
-            .await
-            .map_err(store_error)?
-        else {
-            return Ok(None);
-        };
-        if item.flags == Some(MOVED_FLAGS) {
+    async fn get_with_cas(&self, node: usize, key: &str) -> Result<Option<Item>, StoreError> {
+        let get = command("mg", key, format_args!(" v c f"), None);
+        let mut reply = self.call(node, get).await?;
+        match reply.status() {
+            b"EN" => return Ok(None),
+            b"VA" => {}
+            _ => return Err(self.unexpected(node, &reply)),
+        }
+        if reply.number(b'f') == Some(MOVED_FLAGS) {
             return Ok(Some(Item::Moved));
         }
-        let cas = item
-            .cas
+        let cas = reply
+            .number(b'c')
             .ok_or_else(|| StoreError::corrupt("memcached sent no CAS token"))?;
         Ok(Some(
-            match decode(item.data.as_deref().unwrap_or_default()) {
+            match decode(&reply.take_value().unwrap_or_default()) {
                 Ok(record) => Item::Record(record, cas),
                 Err(_) => Item::Unreadable,
             },
@@ -432,74 +505,70 @@ impl MemcachedStore {
     /// Writes `record` at `key`: with add when `cas` is `None`, else with compare-and-swap.
     async fn put(
         &self,
-        client: &mut Client,
         key: &str,
         record: &SessionMap,
         cas: Option<u64>,
         ttl: Duration,
     ) -> Result<Write, StoreError> {
         let value = self.encode(record)?;
-        let exptime = format!("T{}", expiry(ttl));
-        let condition = match cas {
-            Some(cas) => format!("C{cas}"),
-            None => "ME".to_owned(),
+        let node = self.node_of(key);
+        let exptime = expiry(ttl);
+        let size = value.len();
+        let command = match cas {
+            Some(cas) => command(
+                "ms",
+                key,
+                format_args!(" {size} T{exptime} C{cas}"),
+                Some(&value),
+            ),
+            None => command(
+                "ms",
+                key,
+                format_args!(" {size} T{exptime} ME"),
+                Some(&value),
+            ),
         };
-        let flags = [exptime.as_str(), condition.as_str()];
-        let result = client
-            .meta_set(key, value.as_slice(), false, None, Some(&flags))
-            .await;
-        if result.as_ref().is_err_and(refused_as_too_large) {
+        let reply = self.call(node, command).await?;
+        if reply.status() == b"SERVER_ERROR" && reply.line().contains("too large") {
             // The server's own limit (`-I`) is lower than `max_item_size`.
-            return Err(StoreError::TooLarge {
-                size: value.len(),
-                limit: None,
-            });
+            return Err(StoreError::TooLarge { size, limit: None });
         }
-        write_result(result)
+        self.write_result(node, &reply)
     }
 
     /// Replaces the item at `key` with the moved marker, if it still has the CAS token `cas`.
-    async fn mark_moved(
-        &self,
-        client: &mut Client,
-        key: &str,
-        cas: u64,
-        ttl: Duration,
-    ) -> Result<Write, StoreError> {
-        let exptime = format!("T{}", expiry(moved_marker_ttl(ttl)));
-        let condition = format!("C{cas}");
-        let flags = format!("F{MOVED_FLAGS}");
-        let meta = [exptime.as_str(), condition.as_str(), flags.as_str()];
-        write_result(
-            client
-                .meta_set(key, MOVED_VALUE, false, None, Some(&meta))
-                .await,
-        )
+    async fn mark_moved(&self, key: &str, cas: u64, ttl: Duration) -> Result<Write, StoreError> {
+        let node = self.node_of(key);
+        let exptime = expiry(moved_marker_ttl(ttl));
+        let command = command(
+            "ms",
+            key,
+            format_args!(" {} T{exptime} C{cas} F{MOVED_FLAGS}", MOVED_VALUE.len()),
+            Some(MOVED_VALUE),
+        );
+        let reply = self.call(node, command).await?;
+        self.write_result(node, &reply)
     }
 
-    async fn delete_if(
-        &self,
-        client: &mut Client,
-        key: &str,
-        cas: u64,
-    ) -> Result<Write, StoreError> {
-        let condition = format!("C{cas}");
-        write_result(
-            client
-                .meta_delete(key, false, None, Some(&[condition.as_str()]))
-                .await,
-        )
+    /// Deletes the item at `key`: if it still has the CAS token `cas`, when given.
+    async fn delete_item(&self, key: &str, cas: Option<u64>) -> Result<Write, StoreError> {
+        let node = self.node_of(key);
+        let command = match cas {
+            Some(cas) => command("md", key, format_args!(" C{cas}"), None),
+            None => command("md", key, format_args!(""), None),
+        };
+        let reply = self.call(node, command).await?;
+        self.write_result(node, &reply)
     }
 
     /// The item at `key` with `changes` applied, and its CAS token; or the outcome that ends
     /// the save with nothing written (gone, unreadable, moved, or a strict conflict).
     async fn read_merged(
         &self,
-        client: &mut Client,
         key: &str,
         changes: &ChangeSet,
     ) -> Result<Result<(SessionMap, u64), SaveOutcome>, StoreError> {
-        let (mut record, cas) = match self.get_with_cas(client, key).await? {
+        let (mut record, cas) = match self.get_with_cas(self.node_of(key), key).await? {
             Some(Item::Record(record, cas)) => (record, cas),
             Some(Item::Moved) => return Ok(Err(SaveOutcome::Moved)),
             Some(Item::Unreadable) | None => return Ok(Err(SaveOutcome::Gone)),
@@ -516,29 +585,25 @@ impl MemcachedStore {
     /// `to` and the item becomes the moved marker, by the same compare-and-swap.
     async fn merge(
         &self,
-        client: &mut Client,
         key: &str,
         to: Option<&str>,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
         for _ in 0..CAS_ATTEMPTS {
-            let (record, cas) = match self.read_merged(client, key, changes).await? {
+            let (record, cas) = match self.read_merged(key, changes).await? {
                 Ok(merged) => merged,
                 Err(outcome) => return Ok(outcome),
             };
             let written = match (record.is_empty(), to) {
                 (true, _) => self
-                    .delete_if(client, key, cas)
+                    .delete_item(key, Some(cas))
                     .await?
                     .then(SaveOutcome::Emptied),
                 (false, None) => self
-                    .put(client, key, &record, Some(cas), changes.ttl())
+                    .put(key, &record, Some(cas), changes.ttl())
                     .await?
                     .then(SaveOutcome::Saved),
-                (false, Some(to)) => {
-                    self.move_to(client, key, cas, to, &record, changes.ttl())
-                        .await?
-                }
+                (false, Some(to)) => self.move_to(key, cas, to, &record, changes.ttl()).await?,
             };
             match written {
                 Attempt::Ended(outcome) => return Ok(outcome),
@@ -549,26 +614,23 @@ impl MemcachedStore {
     }
 
     /// One attempt of a renew: stores `record` at `to`, then turns the item at `key` into
-    /// the marker if it still has the token `cas`, or takes `to` back.
+    /// the marker if it still has the token `cas`, or takes `to` back. The two keys may be
+    /// on different nodes.
     async fn move_to(
         &self,
-        client: &mut Client,
         key: &str,
         cas: u64,
         to: &str,
         record: &SessionMap,
         ttl: Duration,
     ) -> Result<Attempt, StoreError> {
-        match self.put(client, to, record, None, ttl).await? {
+        match self.put(to, record, None, ttl).await? {
             Write::Done => {}
             Write::Lost | Write::Missing => return Err(StoreError::IdInUse),
         }
-        let marked = self.mark_moved(client, key, cas, ttl).await?;
+        let marked = self.mark_moved(key, cas, ttl).await?;
         if !matches!(marked, Write::Done) {
-            client
-                .meta_delete(to, false, None, None)
-                .await
-                .map_err(store_error)?;
+            self.delete_item(to, None).await?;
         }
         Ok(marked.then(SaveOutcome::Saved))
     }
@@ -601,28 +663,28 @@ async fn backoff() {
 
 impl fmt::Debug for MemcachedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self.inner.nodes.iter().map(ToString::to_string).collect();
         f.debug_struct("MemcachedStore")
-            .field("prefix", &self.prefix)
-            .field("pool", &self.pool.status())
-            .field("max_item_size", &self.max_item_size)
+            .field("nodes", &nodes)
+            .field("prefix", &self.inner.prefix)
+            .field("tls", &self.inner.tls.is_some())
+            .field("max_item_size", &self.inner.max_item_size)
             .finish_non_exhaustive()
     }
 }
 
 impl SessionStore for MemcachedStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
-        let key = self.key(id);
-        self.run(Retry::OnceIfDropped, || {
-            async |client| {
-                let item = client
-                    .meta_get(&key, false, None, Some(&["v", "f"]))
-                    .await
-                    .map_err(store_error)?;
-                match item {
-                    Some(item) if item.flags == Some(MOVED_FLAGS) => Ok(None),
-                    Some(item) => decode(item.data.as_deref().unwrap_or_default()).map(Some),
-                    None => Ok(None),
-                }
+        let key = &self.key(id);
+        let node = self.node_of(key);
+        self.run(Retry::OnceIfDropped, || async move {
+            let get = command("mg", key, format_args!(" v f"), None);
+            let mut reply = self.call(node, get).await?;
+            match reply.status() {
+                b"EN" => Ok(None),
+                b"VA" if reply.number(b'f') == Some(MOVED_FLAGS) => Ok(None),
+                b"VA" => decode(&reply.take_value().unwrap_or_default()).map(Some),
+                _ => Err(self.unexpected(node, &reply)),
             }
         })
         .await
@@ -634,9 +696,9 @@ impl SessionStore for MemcachedStore {
         data: &SessionMap,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let key = self.key(id);
-        self.run(Retry::Never, || {
-            async |client| match self.put(client, &key, data, None, ttl).await? {
+        let key = &self.key(id);
+        self.run(Retry::Never, || async move {
+            match self.put(key, data, None, ttl).await? {
                 Write::Done => Ok(()),
                 Write::Lost | Write::Missing => Err(StoreError::IdInUse),
             }
@@ -645,9 +707,9 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
-        let key = self.key(id);
-        self.run(Retry::Never, || {
-            async |client| self.merge(client, &key, None, changes).await
+        let key = &self.key(id);
+        self.run(Retry::Never, || async move {
+            self.merge(key, None, changes).await
         })
         .await
     }
@@ -658,50 +720,44 @@ impl SessionStore for MemcachedStore {
         to: &SessionId,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
-        let (old, new) = (self.key(from), self.key(to));
-        self.run(Retry::Never, || {
-            async |client| self.merge(client, &old, Some(&new), changes).await
+        let (old, new) = (&self.key(from), &self.key(to));
+        self.run(Retry::Never, || async move {
+            self.merge(old, Some(new), changes).await
         })
         .await
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        let key = self.key(id);
-        let touch = format!("T{}", expiry(ttl));
-        self.run(Retry::OnceIfDropped, || {
-            async |client| {
-                // `t` answers the time to live from before this touch.
-                let flags = ["f", "t", touch.as_str()];
-                let item = client
-                    .meta_get(&key, false, None, Some(&flags))
-                    .await
-                    .map_err(store_error)?;
-                match item {
-                    None => Ok(false),
-                    Some(item) if item.flags == Some(MOVED_FLAGS) => {
-                        // The touch extended a marker: give it back the time it had left.
-                        let left = item.ttl_remaining.unwrap_or(1).max(1);
-                        let restore = format!("T{left}");
-                        client
-                            .meta_get(&key, false, None, Some(&["f", restore.as_str()]))
-                            .await
-                            .map_err(store_error)?;
-                        Ok(false)
+        let key = &self.key(id);
+        let node = self.node_of(key);
+        let exptime = expiry(ttl);
+        self.run(Retry::OnceIfDropped, || async move {
+            // `t` answers the time to live from before this touch.
+            let touch = command("mg", key, format_args!(" f t T{exptime}"), None);
+            let reply = self.call(node, touch).await?;
+            match reply.status() {
+                b"EN" => Ok(false),
+                b"HD" if reply.number(b'f') == Some(MOVED_FLAGS) => {
+                    // The touch extended a marker: give it back the time it had left.
+                    let left: i64 = reply.number(b't').unwrap_or(1).max(1);
+                    let restore = command("mg", key, format_args!(" T{left}"), None);
+                    let reply = self.call(node, restore).await?;
+                    match reply.status() {
+                        b"HD" | b"EN" => Ok(false),
+                        _ => Err(self.unexpected(node, &reply)),
                     }
-                    Some(_) => Ok(true),
                 }
+                b"HD" => Ok(true),
+                _ => Err(self.unexpected(node, &reply)),
             }
         })
         .await
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        let key = self.key(id);
-        self.run(Retry::OnceIfDropped, || {
-            async |client| match client.meta_delete(&key, false, None, None).await {
-                Ok(_) | Err(McError::Protocol(Status::NotFound)) => Ok(()),
-                Err(err) => Err(store_error(err)),
-            }
+        let key = &self.key(id);
+        self.run(Retry::OnceIfDropped, || async move {
+            self.delete_item(key, None).await.map(|_| ())
         })
         .await
     }

@@ -53,6 +53,8 @@ mod memcached;
 #[cfg(feature = "memcached")]
 #[doc(inline)]
 pub use self::memcached::{MemcachedStore, MemcachedStoreBuilder, MemcachedStoreError};
+#[cfg(any(feature = "redis", feature = "memcached"))]
+mod per_thread;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]

@@ -13,7 +13,8 @@ use deadpool_redis::redis::{
 
 #[doc(inline)]
 pub use self::builder::{RedisStoreBuilder, RedisStoreError};
-use self::connections::{Lease, Managed};
+use self::connections::{Conn, Managed};
+use super::per_thread::Lease;
 use super::{
     moved_marker_ttl, ChangeSet, ConflictPolicy, KeyPrefix, SaveOutcome, SessionMap, SessionStore,
 };
@@ -79,7 +80,7 @@ enum Source {
 
 /// One connection, for one operation.
 enum Connection {
-    Managed(Lease),
+    Managed(Lease<Conn>),
     Pooled(deadpool_redis::Connection),
 }
 

@@ -5,26 +5,13 @@
 //! looked up again when it is replaced). One connection per worker thread, replaced after
 //! a command timed out on it.
 //!
-//! Per thread, because actix-web runs each worker on a thread of its own with a runtime of
-//! its own, and a connection lives on the runtime it was opened on: shared by every worker,
-//! one connection would stall them all while its worker is busy (a blocking handler), and
-//! fail them all once that worker's runtime ended. Each worker's requests pipeline on their
-//! own connection, without waking another thread; a server with N workers holds N
-//! connections (per Cluster node).
+//! Per thread: see [`per_thread`](crate::storage::per_thread).
 //!
 //! Replaced after a timeout, because redis-rs reconnects only after a connection broke: one
 //! that went silent (a peer gone without a reset, a NAT or load balancer that dropped it)
 //! would otherwise time out every command until the operating system gives up on it, which
 //! takes minutes. A Sentinel connection is also replaced when it broke (the master may have
 //! changed) and when the server it reaches answers that it is a read-only replica now.
-
-use std::{
-    cell::RefCell,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Weak,
-    },
-};
 
 use deadpool_redis::redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
@@ -33,6 +20,8 @@ use deadpool_redis::redis::{
     sentinel::SentinelClient,
     AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value,
 };
+
+use crate::storage::per_thread::{Lease, PerThread};
 
 /// Where the store's Redis is, and how to connect to it.
 pub(super) enum Deployment {
@@ -87,45 +76,17 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// One thread's connection for one store.
-struct Entry {
-    /// The store's number (see [`Managed::id`]), and whether the store still exists.
-    store: u64,
-    alive: Weak<()>,
-    /// Tells a connection from the one that replaced it.
-    generation: u64,
-    conn: Conn,
-}
-
-thread_local! {
-    static CONNECTIONS: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The next connection's generation.
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
 /// How a store makes its connections; clones share them.
 pub(super) struct Managed {
     deployment: Deployment,
-    /// The store's number: each thread finds its connection by it.
-    id: u64,
-    /// Lives as long as the store: a thread drops the connections of stores gone.
-    token: Arc<()>,
-}
-
-/// A connection for one operation, and its generation.
-pub(super) struct Lease {
-    pub(super) conn: Conn,
-    pub(super) generation: u64,
+    connections: PerThread<Conn>,
 }
 
 impl Managed {
     pub(super) fn new(deployment: Deployment) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
         Self {
             deployment,
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
-            token: Arc::new(()),
+            connections: PerThread::new(),
         }
     }
 
@@ -137,8 +98,8 @@ impl Managed {
     ///
     /// When the connection cannot be made (Sentinel or the Cluster unreachable, a refused
     /// password or certificate).
-    pub(super) async fn lease(&self) -> Result<Lease, RedisError> {
-        if let Some(lease) = self.cached() {
+    pub(super) async fn lease(&self) -> Result<Lease<Conn>, RedisError> {
+        if let Some(lease) = self.connections.cached(0) {
             return Ok(lease);
         }
         let conn = match &self.deployment {
@@ -155,36 +116,7 @@ impl Managed {
                 )
             }
         };
-        // Another request of this thread may have connected meanwhile: the first one stays.
-        Ok(self.cached().unwrap_or_else(|| self.keep(conn)))
-    }
-
-    fn cached(&self) -> Option<Lease> {
-        CONNECTIONS.with(|conns| {
-            conns
-                .borrow()
-                .iter()
-                .find(|e| e.store == self.id)
-                .map(|e| Lease {
-                    conn: e.conn.clone(),
-                    generation: e.generation,
-                })
-        })
-    }
-
-    fn keep(&self, conn: Conn) -> Lease {
-        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
-        CONNECTIONS.with(|conns| {
-            let mut conns = conns.borrow_mut();
-            conns.retain(|e| e.alive.strong_count() > 0);
-            conns.push(Entry {
-                store: self.id,
-                alive: Arc::downgrade(&self.token),
-                generation,
-                conn: conn.clone(),
-            });
-        });
-        Lease { conn, generation }
+        Ok(self.connections.keep(0, conn))
     }
 
     pub(super) fn is_cluster(&self) -> bool {
@@ -216,16 +148,14 @@ impl Managed {
     /// Drops this thread's connection of `generation`: the next operation makes a new one.
     /// A newer connection is left alone.
     pub(super) fn discard(&self, generation: u64) {
-        CONNECTIONS.with(|conns| {
-            conns
-                .borrow_mut()
-                .retain(|e| !(e.store == self.id && e.generation == generation));
-        });
+        self.connections.discard(0, generation);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn managed() -> Arc<Managed> {
@@ -260,14 +190,5 @@ mod tests {
         .join()
         .unwrap();
         assert_ne!(elsewhere, second, "each thread has its own");
-    }
-
-    #[actix_web::test]
-    async fn connections_of_stores_gone_are_dropped() {
-        let gone = managed();
-        gone.lease().await.unwrap();
-        drop(gone);
-        managed().lease().await.unwrap();
-        assert_eq!(CONNECTIONS.with(|c| c.borrow().len()), 1);
     }
 }
