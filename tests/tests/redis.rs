@@ -372,6 +372,61 @@ async fn a_key_that_changed_type_after_the_load_is_never_written_over() {
     assert_eq!(value, "not a hash");
 }
 
+/// Redis refusing a write (out of memory under `noeviction`, an ACL without `hset`) is a
+/// 503 with the cause, never a session silently "gone" with the changes dropped; an empty
+/// last-writer-wins change set extends the TTL.
+#[actix_web::test]
+async fn a_write_redis_refuses_is_an_error_not_a_lost_session() {
+    use actix_kv_session::storage::{ChangeSet, ConflictPolicy, KeyChange, SaveOutcome};
+    let (store, server) = redis();
+    let mut conn = raw(&server).await;
+    let app = init_app!(SessionMiddleware::new(store.clone()));
+    let id = get(&app, "/counter", None).await.id();
+    let set = |value: &str| {
+        ChangeSet::new(
+            vec![KeyChange::new("foo".into(), Some(value.into()), None)],
+            ConflictPolicy::LastWriteWins,
+            Duration::from_mins(1),
+        )
+    };
+    let empty = ChangeSet::new(
+        vec![],
+        ConflictPolicy::LastWriteWins,
+        Duration::from_mins(3),
+    );
+    assert_eq!(store.update(&id, &empty).await.unwrap(), SaveOutcome::Saved);
+    let ttl: i64 = conn.ttl(format!("session:{id}")).await.unwrap();
+    assert!(ttl > 120, "the empty update set the TTL: {ttl}");
+
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "nohset", "on", ">pw", "~*", "+@all", "-hset"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let limited =
+        RedisStore::new(format!("redis://nohset:pw@127.0.0.1:{}", server.port())).unwrap();
+    let err = limited.update(&id, &set("2")).await.unwrap_err();
+    assert!(
+        format!("{err:?}").contains("can't run this command"),
+        "{err:?}"
+    );
+
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "1"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = store.update(&id, &set("3")).await.unwrap_err();
+    assert!(format!("{err:?}").contains("OOM"), "{err:?}");
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stored: String = conn.hget(format!("session:{id}"), "foo").await.unwrap();
+    assert_eq!(stored, "1", "nothing was written");
+}
+
 #[actix_web::test]
 async fn a_store_on_an_application_pool() {
     let server = ServerProcess::redis();

@@ -43,6 +43,15 @@ fn redis_cluster() {
         println!("middleware suite: {:?}", started.elapsed());
 
         a_renew_whose_second_step_fails_puts_the_session_back(&mut cluster).await;
+        a_renew_whose_first_step_times_out_is_undone(&mut cluster).await;
+        // A prefix with a hash tag: the parked copy shares the tag, so the slot.
+        tests::suite::renew_moves_the_session_to_a_new_id(
+            RedisStore::cluster(cluster.urls())
+                .prefix("{app}:s:")
+                .build()
+                .unwrap(),
+        )
+        .await;
         a_master_killed_under_load(&mut cluster).await;
     });
 }
@@ -122,6 +131,51 @@ async fn a_renew_whose_second_step_fails_puts_the_session_back(cluster: &mut Red
         Some(expected),
         "the session is back, without the log-in's changes"
     );
+}
+
+/// The first step of a renew (on the old id's node) timing out leaves its outcome unknown:
+/// the node may apply it later. The undo is sent on the same connection, so the node applies
+/// it after the first step, whenever that is: here the node is frozen through both, and
+/// once it thaws the session is back under its old id, without the log-in's changes.
+async fn a_renew_whose_first_step_times_out_is_undone(cluster: &mut RedisCluster) {
+    let store = RedisStore::cluster(cluster.urls())
+        .response_timeout(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let old = tests::seed(&store, &[("cart", "[2]")]).await;
+    let old_master = cluster.master_for_key(&key(old));
+    let to = loop {
+        let id = SessionId::generate();
+        if cluster.master_for_key(&key(id)) != old_master {
+            break id;
+        }
+    };
+    let login = ChangeSet::new(
+        vec![KeyChange::new("user".into(), Some("\"ann\"".into()), None)],
+        ConflictPolicy::LastWriteWins,
+        Duration::from_mins(1),
+    );
+    cluster.pause_node(old_master);
+    let renewed = store.renew(&old, &to, &login).await;
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    cluster.resume_node(old_master);
+    assert!(renewed.is_err(), "{renewed:?}");
+    let expected = Some(
+        [("cart".to_owned(), "[2]".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut record = None;
+    while Instant::now() < deadline {
+        record = store.load(&old).await.ok().flatten();
+        if record == expected {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(record, expected, "the session is back under its old id");
+    assert_eq!(store.load(&to).await.unwrap(), None);
 }
 
 /// A master killed while sessions on every master are in use: requests on its slots answer

@@ -119,10 +119,12 @@ enum ScriptOp<'a> {
     Create(&'a SessionMap, Duration),
     Update(&'a ChangeSet),
     Touch(Duration),
-    /// Update, then hand the session's fields over and leave the marker.
+    /// Park a copy, update, then hand the session's fields over and leave the marker.
     MoveOut(&'a ChangeSet),
-    /// Store fields moved out: at the new key (`b'c'`), or back over the marker (`b'b'`).
-    Put(u8, &'a [(Vec<u8>, Vec<u8>)], Duration),
+    /// Store fields moved out at the new key, where nothing is stored.
+    Place(&'a [(Vec<u8>, Vec<u8>)], Duration),
+    /// Put the parked copy back over the marker.
+    Back,
 }
 
 /// Whether a command may be sent again after the connection broke under it (the server
@@ -165,12 +167,14 @@ impl RedisStore {
     /// A builder for a store on a Redis Cluster, found through any of `nodes` (URLs of its
     /// nodes; `rediss://` for TLS). Every operation on one session is one key, one node,
     /// one round-trip, atomic, as on one server. A renew moves the session to a key that
-    /// usually lives on another node, so it takes two steps: on the old key's node, the
-    /// changes are applied, the session read and the marker left, atomically; then the
-    /// session is created on the new key's node. Between the two, the session is under
-    /// neither id (a request that loads it then is a new visitor; one that saves gets 409,
-    /// as after any renew); if the second step fails, the session is put back under its
-    /// old id, and the log-in gets a 503.
+    /// usually lives on another node, so it takes two steps, on a task of their own: on the
+    /// old key's node, a copy of the session is parked in the same slot, the changes are
+    /// applied, the session read and the marker left, atomically; then the session is
+    /// created on the new key's node. Between the two, the session is under neither id (a
+    /// request that loads it then is a new visitor; one that saves gets 409, as after any
+    /// renew); if either step fails or times out, the parked copy is put back under the old
+    /// id, and the log-in gets a 503. The Cluster client never resends a command after an
+    /// I/O error. A key prefix may hold `}` only to close a hash tag.
     pub fn cluster<T: IntoConnectionInfo>(nodes: impl IntoIterator<Item = T>) -> RedisStoreBuilder {
         RedisStoreBuilder::cluster(nodes)
     }
@@ -317,44 +321,73 @@ impl RedisStore {
         outcome(&status)
     }
 
-    /// A renew on a Cluster, in two steps (see [`RedisStore::cluster`]).
+    /// A renew on a Cluster, in two steps (see [`RedisStore::cluster`]), on a task of its
+    /// own: once the session is moved out, the steps that put it in place (or back) run to
+    /// their end even if the request that asked is dropped (its client gone, the
+    /// middleware's timeout).
     async fn renew_across_nodes(
         &self,
         from: &SessionId,
         to: &SessionId,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
+        let (store, from, to, changes) = (self.clone(), *from, *to, changes.clone());
+        tokio::spawn(async move { store.move_across_nodes(&from, &to, &changes).await })
+            .await
+            .unwrap_or_else(|err| Err(StoreError::unavailable(err)))
+    }
+
+    async fn move_across_nodes(
+        &self,
+        from: &SessionId,
+        to: &SessionId,
+        changes: &ChangeSet,
+    ) -> Result<SaveOutcome, StoreError> {
         let old = self.prefix.key(from);
-        let answer: Vec<Value> = self
-            .invoke(old.clone(), None, ScriptOp::MoveOut(changes))
-            .await?;
-        let MovedOut {
-            left,
-            before,
-            after,
-        } = match moved_out(answer)? {
-            Ok(moved) => moved,
-            Err(status) => return outcome(&status),
+        let parked = parked_key(&old).ok_or_else(|| {
+            StoreError::corrupt("the key prefix leaves no key in the session's Cluster slot")
+        })?;
+        let answer = self
+            .invoke(
+                old.clone(),
+                Some(parked.clone()),
+                ScriptOp::MoveOut(changes),
+            )
+            .await;
+        let after = match answer.and_then(moved_out) {
+            Ok(Ok(after)) => after,
+            Ok(Err(status)) => return outcome(&status),
+            Err(err) => {
+                // The first step's outcome is unknown (a timeout): undo it if it was applied.
+                self.put_back(old, parked).await;
+                return Err(err);
+            }
         };
         let created = self
             .apply(
                 self.prefix.key(to),
                 None,
-                ScriptOp::Put(b'c', &after, changes.ttl()),
+                ScriptOp::Place(&after, changes.ttl()),
             )
             .await;
         match created {
-            Ok(SaveOutcome::Saved) => Ok(SaveOutcome::Saved),
+            Ok(SaveOutcome::Saved) => {
+                // The parked copy is not needed any more (it would expire with the marker).
+                let store = self.clone();
+                tokio::spawn(async move {
+                    let del = deadpool_redis::redis::cmd("DEL").arg(&parked).clone();
+                    if let Err(err) = store.query::<i64>(&del, Retry::OnceIfDropped).await {
+                        crate::error::log_error(&err);
+                    }
+                });
+                Ok(SaveOutcome::Saved)
+            }
             failed => {
                 // The session is under neither id: put it back under the old one as it was
                 // before the renew's changes (which may be a log-in's: never under an id that
-                // was not renewed).
-                let back = self
-                    .apply(old, None, ScriptOp::Put(b'b', &before, left))
-                    .await;
-                if let Err(err) = &back {
-                    crate::error::log_error(err);
-                }
+                // was not renewed). A create that timed out and is applied later leaves a
+                // copy under the new id, which no client was given.
+                self.put_back(old, parked).await;
                 match failed {
                     Ok(other) => Err(StoreError::corrupt(format!(
                         "the save script answered {other:?} to a create"
@@ -364,22 +397,42 @@ impl RedisStore {
             }
         }
     }
+
+    /// Puts the copy the first step of a Cluster renew parked back under the old id, if the
+    /// marker is still there (not after a purge); logs a failure.
+    async fn put_back(&self, old: String, parked: String) {
+        if let Err(err) = self.apply(old, Some(parked), ScriptOp::Back).await {
+            crate::error::log_error(&err);
+        }
+    }
 }
 
 /// Fields and values, as the save script hands them over.
 type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// What the first step of a Cluster renew (mode `o`) hands over.
-struct MovedOut {
-    /// The time the session had left.
-    left: Duration,
-    /// Its fields before the renew's changes, and after.
-    before: Fields,
-    after: Fields,
+/// Where the first step of a Cluster renew parks a copy of the session at `key`: a key in
+/// the same Cluster slot (the script touches both), which no session id makes. `None` for
+/// a key no other key shares a slot with by a hash tag (a prefix with a `}` outside a tag),
+/// which [`RedisStoreBuilder::build`] refuses for a Cluster.
+pub(super) fn parked_key(key: &str) -> Option<String> {
+    let tagged = key
+        .find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|close| close > 0);
+    if tagged {
+        // Redis hashes the first tag only: a suffix keeps the slot.
+        Some(format!("{key}:renewing"))
+    } else if key.contains('}') {
+        None
+    } else {
+        // The whole key is hashed: as the tag of a longer one, it keeps the slot.
+        Some(format!("{{{key}}}:renewing"))
+    }
 }
 
-/// The answer of the first step of a Cluster renew, or the status that ended it.
-fn moved_out(answer: Vec<Value>) -> Result<Result<MovedOut, String>, StoreError> {
+/// The answer of the first step of a Cluster renew (the session's fields after the
+/// changes), or the status that ended it.
+fn moved_out(answer: Vec<Value>) -> Result<Result<Fields, String>, StoreError> {
     let mut items = answer.into_iter();
     let status: String = items
         .next()
@@ -390,32 +443,14 @@ fn moved_out(answer: Vec<Value>) -> Result<Result<MovedOut, String>, StoreError>
     if status != "saved" {
         return Ok(Err(status));
     }
-    let mut number = || -> Result<i64, StoreError> {
-        items
-            .next()
-            .map(from_redis_value)
-            .transpose()
-            .map_err(|err| StoreError::corrupt(RedisError::from(err)))
-            .map(Option::unwrap_or_default)
-    };
-    let left = Duration::from_millis(u64::try_from(number()?).unwrap_or(1).max(1));
-    let count = usize::try_from(number()?).unwrap_or_default();
     let bytes: Vec<Vec<u8>> = items
         .map(from_redis_value)
         .collect::<Result<_, _>>()
         .map_err(|err| StoreError::corrupt(RedisError::from(err)))?;
-    let pairs = |items: &[Vec<u8>]| -> Fields {
-        items
-            .chunks_exact(2)
-            .map(|pair| (pair[0].clone(), pair[1].clone()))
-            .collect()
-    };
-    let (before, after) = bytes.split_at(count.min(bytes.len()));
-    Ok(Ok(MovedOut {
-        left,
-        before: pairs(before),
-        after: pairs(after),
-    }))
+    Ok(Ok(bytes
+        .chunks_exact(2)
+        .map(|pair| (pair[0].clone(), pair[1].clone()))
+        .collect()))
 }
 
 /// The outcome a save script's status names.
@@ -444,7 +479,9 @@ fn fill(
     // A last-write-wins update (not a renew) that only sets keys takes the script's fast
     // path, with the fewest arguments (each costs Redis about 0.14 µs to hand to the script).
     if let (ScriptOp::Update(changes), None) = (op, &target) {
-        let sets_only = changes.changes().iter().all(|c| c.value().is_some());
+        // (An empty change set is an update of the TTL alone: HSET needs a field.)
+        let sets_only =
+            !changes.changes().is_empty() && changes.changes().iter().all(|c| c.value().is_some());
         if changes.policy() == ConflictPolicy::LastWriteWins && sets_only {
             invocation.arg("f").arg(millis(changes.ttl()));
             for c in changes.changes() {
@@ -469,10 +506,9 @@ fn fill(
             changes.changes().len(),
         ),
         ScriptOp::Touch(ttl) => ("t", false, ttl, 0),
-        ScriptOp::Put(mode, fields, ttl) => {
-            let mode = if mode == b'b' { "b" } else { "c" };
-            (mode, false, ttl, fields.len())
-        }
+        ScriptOp::Place(fields, ttl) => ("c", false, ttl, fields.len()),
+        // The parked copy holds its own TTL.
+        ScriptOp::Back => ("b", false, Duration::ZERO, 0),
     };
     invocation
         .arg(mode)
@@ -499,12 +535,12 @@ fn fill(
                 change(c.key().as_bytes(), c.value().map(str::as_bytes), c.seen());
             }
         }
-        ScriptOp::Put(_, fields, _) => {
+        ScriptOp::Place(fields, _) => {
             for (key, value) in fields {
                 change(key, Some(value), None);
             }
         }
-        ScriptOp::Touch(_) => {}
+        ScriptOp::Touch(_) | ScriptOp::Back => {}
     }
 }
 

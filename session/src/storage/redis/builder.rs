@@ -15,7 +15,7 @@ use super::{
     connections::{Deployment, Managed},
     RedisStore, Source,
 };
-use crate::storage::KeyPrefix;
+use crate::{storage::KeyPrefix, SessionId};
 
 /// Why a [`RedisStore`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -228,10 +228,23 @@ impl RedisStoreBuilder {
             }
             Target::Cluster(nodes) => {
                 let nodes = nodes.map_err(RedisStoreError::InvalidUrl)?;
+                if super::parked_key(&self.prefix.key(&SessionId::generate())).is_none() {
+                    return Err(RedisStoreError::InvalidSettings(RedisError::from((
+                        deadpool_redis::redis::ErrorKind::InvalidClientConfig,
+                        "on a Cluster, a key prefix may hold `}` only to close a hash tag",
+                    ))));
+                }
+                if certificates.is_some() && !nodes.iter().all(is_tls) {
+                    return Err(certificates_without_tls());
+                }
+                // No retries: redis-rs's Cluster client sends a command again after an I/O
+                // error, which may re-apply a save whose answer was lost (a save's outcome
+                // is then unknown: a 503, never a second run). A redirection after a slot
+                // moved fails its request once while the slots are read again.
                 let mut builder = ClusterClientBuilder::new(nodes)
                     .connection_timeout(self.connect_timeout)
                     .response_timeout(self.response_timeout)
-                    .retries(1);
+                    .retries(0);
                 if let Some(username) = &self.username {
                     builder = builder.username(username);
                 }
@@ -246,12 +259,10 @@ impl RedisStoreBuilder {
             Target::Sentinel { sentinels, master } => {
                 let sentinels = sentinels.map_err(RedisStoreError::InvalidUrl)?;
                 let first = sentinels.first().cloned();
-                let tls = sentinels.iter().any(|info| {
-                    matches!(
-                        info.addr(),
-                        deadpool_redis::redis::ConnectionAddr::TcpTls { .. }
-                    )
-                });
+                let tls = sentinels.iter().any(is_tls);
+                if certificates.is_some() && !sentinels.iter().all(is_tls) {
+                    return Err(certificates_without_tls());
+                }
                 let addrs = sentinels.into_iter().map(|info| info.addr().clone());
                 let mut builder =
                     SentinelClientBuilder::new(addrs, &master, SentinelServerType::Master)
@@ -278,7 +289,10 @@ impl RedisStoreBuilder {
                     builder = builder.set_client_to_redis_password(password);
                 }
                 if let Some(certificates) = certificates {
-                    builder = builder.set_client_to_redis_certificates(certificates);
+                    // The Sentinels and the master they name share one CA and identity.
+                    builder = builder
+                        .set_client_to_sentinel_certificates(certificates.clone())
+                        .set_client_to_redis_certificates(certificates);
                 }
                 let sentinel = builder.build().map_err(RedisStoreError::InvalidSettings)?;
                 let config = AsyncConnectionConfig::new()
@@ -294,5 +308,80 @@ impl RedisStoreBuilder {
             Source::Managed(Arc::new(Managed::new(deployment))),
             self.prefix,
         ))
+    }
+}
+
+/// Whether a node is reached over TLS (`rediss://`).
+fn is_tls(info: &ConnectionInfo) -> bool {
+    matches!(
+        info.addr(),
+        deadpool_redis::redis::ConnectionAddr::TcpTls { .. }
+    )
+}
+
+/// Certificates given for nodes that are not reached over TLS: refused, as redis-rs refuses
+/// them for one server, rather than connecting in plain text.
+fn certificates_without_tls() -> RedisStoreError {
+    RedisStoreError::InvalidSettings(RedisError::from((
+        deadpool_redis::redis::ErrorKind::InvalidClientConfig,
+        "TLS certificates were given, but not every node URL is rediss://",
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(builder: RedisStoreBuilder) -> String {
+        match builder.build() {
+            Err(RedisStoreError::InvalidSettings(err)) => err.to_string(),
+            other => panic!("built: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn certificates_need_tls_urls_for_every_deployment() {
+        let ca = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+        for builder in [
+            RedisStore::builder("redis://127.0.0.1:1"),
+            RedisStore::cluster(["redis://127.0.0.1:1", "rediss://127.0.0.1:2"]),
+            RedisStore::sentinel(["redis://127.0.0.1:1"], "mymaster"),
+        ] {
+            refused(builder.root_certificate(ca.clone()));
+        }
+        // On rediss:// URLs, the certificate itself is what is checked (and this one is cut
+        // short).
+        for builder in [
+            RedisStore::cluster(["rediss://127.0.0.1:1"]),
+            RedisStore::sentinel(["rediss://127.0.0.1:1"], "mymaster"),
+        ] {
+            if let Err(RedisStoreError::InvalidSettings(err)) =
+                builder.root_certificate(ca.clone()).build()
+            {
+                assert!(!err.to_string().contains("not every node"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cluster_needs_a_node_and_a_prefix_that_leaves_room_in_its_slot() {
+        refused(RedisStore::cluster(Vec::<String>::new()));
+        refused(RedisStore::cluster(["redis://127.0.0.1:1"]).prefix("a}b:"));
+        refused(RedisStore::cluster(["redis://127.0.0.1:1"]).prefix("{}s:"));
+        for fine in ["s:", "{app}s:", "a{b:"] {
+            assert!(RedisStore::cluster(["redis://127.0.0.1:1"])
+                .prefix(fine)
+                .build()
+                .is_ok());
+        }
+    }
+
+    #[test]
+    fn parked_copies_share_the_hash_tag_of_their_session() {
+        use super::super::parked_key;
+        assert_eq!(parked_key("session:ab").unwrap(), "{session:ab}:renewing");
+        assert_eq!(parked_key("{app}s:ab").unwrap(), "{app}s:ab:renewing");
+        assert_eq!(parked_key("a{b:ab").unwrap(), "{a{b:ab}:renewing");
+        assert_eq!(parked_key("a}b:ab"), None);
     }
 }
