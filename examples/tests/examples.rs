@@ -261,3 +261,35 @@ fn counter_memcached() {
     let mut app = Example::start("counter_memcached", &[("MEMCACHED_ADDR", memcached.addr())]);
     counts_one_two_three(&mut app);
 }
+
+/// The example on three memcached nodes (`MEMCACHED_ADDR` as a list): the counter goes on,
+/// and the session is on exactly one of them.
+#[cfg(feature = "memcached")]
+#[test]
+fn counter_memcached_on_three_nodes() {
+    let nodes: Vec<_> = (0..3)
+        .map(|_| tests::servers::ServerProcess::memcached())
+        .collect();
+    let list: Vec<String> = nodes
+        .iter()
+        .map(tests::servers::ServerProcess::addr)
+        .collect();
+    let mut app = Example::start("counter_memcached", &[("MEMCACHED_ADDR", list.join(","))]);
+    counts_one_two_three(&mut app);
+    let id = app.cookie.clone().expect("a session cookie");
+    // Asked in memcached's own protocol: does the node hold the item?
+    let holds = |node: &tests::servers::ServerProcess| {
+        let mut conn = TcpStream::connect(("127.0.0.1", node.port())).unwrap();
+        write!(conn, "mg session:{id} v\r\nmn\r\n").unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0; 512];
+        while !answer.ends_with(b"MN\r\n") {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "memcached closed the connection");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        answer.starts_with(b"VA ")
+    };
+    let holders = nodes.iter().filter(|node| holds(node)).count();
+    assert_eq!(holders, 1);
+}

@@ -1,5 +1,5 @@
 //! A TCP proxy in front of a real server, to inject the network faults a server process
-//! cannot: connections that go silent without being closed.
+//! cannot: connections that go silent without being closed, and a server that answers late.
 
 use std::{
     net::SocketAddr,
@@ -7,6 +7,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use tokio::{
@@ -31,6 +32,17 @@ impl Proxy {
     ///
     /// If no loopback port can be bound.
     pub async fn start(upstream: String) -> Self {
+        Self::with_delay(upstream, Duration::ZERO).await
+    }
+
+    /// Starts forwarding to `upstream`, holding each answer from it for `delay` before
+    /// passing it on: a server that answers late (a saturated or distant one), at full
+    /// throughput.
+    ///
+    /// # Panics
+    ///
+    /// If no loopback port can be bound.
+    pub async fn with_delay(upstream: String, delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let epoch = Arc::new(AtomicU64::new(0));
@@ -50,12 +62,16 @@ impl Proxy {
                         Arc::clone(&epoch),
                         opened,
                     ));
-                    actix_web::rt::spawn(pump(
-                        server_read,
-                        client_write,
-                        Arc::clone(&epoch),
-                        opened,
-                    ));
+                    if delay.is_zero() {
+                        actix_web::rt::spawn(pump(
+                            server_read,
+                            client_write,
+                            Arc::clone(&epoch),
+                            opened,
+                        ));
+                    } else {
+                        actix_web::rt::spawn(delayed(server_read, client_write, delay));
+                    }
                 }
             }
         });
@@ -105,6 +121,35 @@ async fn pump(
             std::future::pending::<()>().await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it was read, in order.
+async fn delayed(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (chunks, mut due) =
+        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    actix_web::rt::spawn(async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let at = tokio::time::Instant::now() + delay;
+        if chunks.send((at, buf[..n].to_vec())).is_err() {
             return;
         }
     }

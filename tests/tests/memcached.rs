@@ -103,6 +103,45 @@ async fn item(client: &mut Client, key: &str) -> Option<serde_json::Value> {
     Some(serde_json::from_slice(value.data.as_deref().unwrap()).unwrap())
 }
 
+/// memcached's own command counters: a `/counter` request is one read (the load) and one
+/// write (compare-and-swap with the load's token); a read-only request one read. When the
+/// item changed since the load, the save reads it again (two reads) and still lands.
+#[actix_web::test]
+async fn a_request_is_one_round_trip_to_load_and_one_to_save() {
+    let (store, server) = memcached();
+    let mut client = raw(&server).await;
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = get(&app, "/counter", None).await.id();
+    let counts = async |client: &mut Client| {
+        let stats = client.stats().await.unwrap();
+        let count = |name: &str| stats[name].parse::<u64>().unwrap();
+        (count("cmd_get"), count("cmd_set"))
+    };
+    let before = counts(&mut client).await;
+    for _ in 0..10 {
+        get(&app, "/counter", Some(id.as_str())).await;
+    }
+    get(&app, "/get/foo", Some(id.as_str())).await;
+    let after = counts(&mut client).await;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (11, 10));
+
+    // Changed behind the load's back: the token no longer matches.
+    let key = format!("session:{id}");
+    let late = post(&app, "/inflight/write/late", Some(id.as_str()));
+    let meddle = async {
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        raw(&server)
+            .await
+            .set(&key, "{\"foo\": 100}", Some(3600), None)
+            .await
+            .unwrap();
+    };
+    let (reply, ()) = futures_util::join!(late, meddle);
+    assert_eq!(reply.status, StatusCode::OK);
+    let stored = item(&mut client, &key).await.unwrap();
+    assert_eq!(stored, serde_json::json!({"foo": 100, "late": true}));
+}
+
 #[actix_web::test]
 async fn one_json_item_per_session_as_sanic_session_writes_it() {
     let (store, server) = memcached();

@@ -5,6 +5,7 @@
 mod conn;
 mod ketama;
 mod node;
+mod recent_reads;
 
 use std::{
     collections::HashMap,
@@ -21,6 +22,7 @@ use self::{
     conn::{Connection, Reply},
     ketama::Ring,
     node::{Node, Tls, TlsSettings},
+    recent_reads::RecentReads,
 };
 use super::{
     moved_marker_ttl,
@@ -109,6 +111,7 @@ struct Inner {
     /// `None` for one node.
     ring: Option<Ring>,
     connections: PerThread<Connection>,
+    reads: RecentReads,
     tls: Option<Tls>,
     prefix: KeyPrefix,
     connect_timeout: Duration,
@@ -254,6 +257,7 @@ impl MemcachedStoreBuilder {
                 nodes,
                 ring,
                 connections: PerThread::new(),
+                reads: RecentReads::new(),
                 tls,
                 prefix: KeyPrefix::new(self.prefix),
                 connect_timeout: self.connect_timeout,
@@ -423,6 +427,18 @@ fn decode(data: &[u8]) -> Result<SessionMap, StoreError> {
         .collect())
 }
 
+/// `changes` merged onto the item `value` a load read, unless that record cannot be read or
+/// conflicts with them: then the save reads the item again (a conflict with a record that
+/// may be stale is not a conflict yet).
+fn merged_onto(value: &[u8], changes: &ChangeSet) -> Option<SessionMap> {
+    let mut record = decode(value).ok()?;
+    if changes.conflicts_with(&record) {
+        return None;
+    }
+    changes.apply_to(&mut record);
+    Some(record)
+}
+
 /// The exptime memcached understands for a TTL: seconds up to 30 days, an absolute Unix
 /// time beyond (memcached reads any larger number as one). Never 0, which means "forever".
 fn expiry(ttl: Duration) -> u64 {
@@ -580,19 +596,30 @@ impl MemcachedStore {
         Ok(Ok((record, cas)))
     }
 
-    /// Merges `changes` onto the item at `key` with compare-and-swap, retrying when another
-    /// request changed the item first; for a renew (`to` given), the merged session goes to
-    /// `to` and the item becomes the moved marker, by the same compare-and-swap.
+    /// Merges `changes` onto the item of session `id` at `key` with compare-and-swap,
+    /// retrying when another request changed the item first; for a renew (`to` given), the
+    /// merged session goes to `to` and the item becomes the moved marker, by the same
+    /// compare-and-swap. The first attempt merges onto what this request's load read, if
+    /// the thread remembers it (see [`recent_reads`]).
     async fn merge(
         &self,
+        id: SessionId,
         key: &str,
         to: Option<&str>,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
+        let mut remembered = self.inner.reads.take(id);
         for _ in 0..CAS_ATTEMPTS {
-            let (record, cas) = match self.read_merged(key, changes).await? {
-                Ok(merged) => merged,
-                Err(outcome) => return Ok(outcome),
+            let from_memo = remembered
+                .take()
+                .and_then(|(cas, value)| merged_onto(&value, changes).map(|r| (r, cas)));
+            let from_memo_used = from_memo.is_some();
+            let (record, cas) = match from_memo {
+                Some(merged) => merged,
+                None => match self.read_merged(key, changes).await? {
+                    Ok(merged) => merged,
+                    Err(outcome) => return Ok(outcome),
+                },
             };
             let written = match (record.is_empty(), to) {
                 (true, _) => self
@@ -607,6 +634,8 @@ impl MemcachedStore {
             };
             match written {
                 Attempt::Ended(outcome) => return Ok(outcome),
+                // The item changed since the load: read it now, no pause.
+                Attempt::Lost if from_memo_used => {}
                 Attempt::Lost => backoff().await,
             }
         }
@@ -678,12 +707,19 @@ impl SessionStore for MemcachedStore {
         let key = &self.key(id);
         let node = self.node_of(key);
         self.run(Retry::OnceIfDropped, || async move {
-            let get = command("mg", key, format_args!(" v f"), None);
+            let get = command("mg", key, format_args!(" v f c"), None);
             let mut reply = self.call(node, get).await?;
             match reply.status() {
                 b"EN" => Ok(None),
                 b"VA" if reply.number(b'f') == Some(MOVED_FLAGS) => Ok(None),
-                b"VA" => decode(&reply.take_value().unwrap_or_default()).map(Some),
+                b"VA" => {
+                    let value = reply.take_value().unwrap_or_default();
+                    let record = decode(&value)?;
+                    if let Some(cas) = reply.number(b'c') {
+                        self.inner.reads.remember(*id, cas, value);
+                    }
+                    Ok(Some(record))
+                }
                 _ => Err(self.unexpected(node, &reply)),
             }
         })
@@ -709,7 +745,7 @@ impl SessionStore for MemcachedStore {
     async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
         let key = &self.key(id);
         self.run(Retry::Never, || async move {
-            self.merge(key, None, changes).await
+            self.merge(*id, key, None, changes).await
         })
         .await
     }
@@ -722,7 +758,7 @@ impl SessionStore for MemcachedStore {
     ) -> Result<SaveOutcome, StoreError> {
         let (old, new) = (&self.key(from), &self.key(to));
         self.run(Retry::Never, || async move {
-            self.merge(old, Some(new), changes).await
+            self.merge(*from, old, Some(new), changes).await
         })
         .await
     }
