@@ -1,7 +1,8 @@
 //! Redis as production runs it, on loopback: TLS with certificates made at run time, a
 //! password and an ACL user, a Cluster of three masters and three replicas, and a master and
-//! a replica watched by three Sentinels. Each launcher owns its processes and files: it
-//! stops the processes by PID and removes the files when dropped.
+//! a replica watched by three Sentinels; the Cluster and the Sentinel deployment also with
+//! every link over TLS. Each launcher owns its processes and files: it stops the processes
+//! by PID and removes the files when dropped.
 //!
 //! Start-up is synchronous, like [`ServerProcess`]. The waits that span a failover are
 //! `async` (tokio timers) so that a test can keep its load running on the same runtime while
@@ -114,28 +115,13 @@ fn server_args(port: u16, dir: &Path) -> Vec<String> {
     args
 }
 
-/// Starts a `redis-server` on `port` with its own directory `dir` (created here), the
-/// shared arguments and `extra`.
-fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> ServerProcess {
+/// Starts a `redis-server` listening on `port` as `transport` says, with its own directory
+/// `dir` (created here), the shared arguments and `extra`.
+fn spawn_redis(transport: &Transport, port: u16, dir: &Path, extra: &[String]) -> ServerProcess {
     fs::create_dir_all(dir).unwrap_or_else(|err| panic!("create {}: {err}", dir.display()));
-    let mut args = server_args(port, dir);
+    let mut args = transport.server_args(port, dir);
     args.extend_from_slice(extra);
     ServerProcess::spawn("redis-server", port, args, Some(dir.join("redis.log")))
-}
-
-/// Sends `cmd` to the plain-TCP node on `port`, each step bounded by [`PROBE_TIMEOUT`].
-fn probe<T: FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-    let client = redis::Client::open(format!("redis://{HOST}:{port}"))?;
-    let mut conn = client.get_connection_with_timeout(PROBE_TIMEOUT)?;
-    conn.set_read_timeout(Some(PROBE_TIMEOUT))?;
-    conn.set_write_timeout(Some(PROBE_TIMEOUT))?;
-    cmd.query(&mut conn)
-}
-
-/// `INFO section` of the node on `port` as `field → value`.
-fn info(port: u16, section: &str) -> redis::RedisResult<HashMap<String, String>> {
-    let text: String = probe(port, redis::cmd("INFO").arg(section))?;
-    Ok(parse_fields(&text))
 }
 
 /// `name:value` lines (`INFO`, `CLUSTER INFO`) as a map.
@@ -243,6 +229,15 @@ pub enum ClientAuth {
     NotRequested,
 }
 
+impl ClientAuth {
+    fn setting(self) -> &'static str {
+        match self {
+            Self::Required => "yes",
+            Self::NotRequested => "no",
+        }
+    }
+}
+
 /// A certificate authority made at run time.
 struct Authority {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -263,17 +258,17 @@ impl Authority {
         self.issuer.pem()
     }
 
-    /// A certificate and its key (PEM) for `name`, valid for `sans`, for `purpose`.
+    /// A certificate and its key (PEM) for `name`, valid for `sans`, for `purposes`.
     fn sign(
         &self,
         name: &str,
         sans: Vec<SanType>,
-        purpose: ExtendedKeyUsagePurpose,
+        purposes: Vec<ExtendedKeyUsagePurpose>,
     ) -> (String, String) {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, name);
         params.subject_alt_names = sans;
-        params.extended_key_usages = vec![purpose];
+        params.extended_key_usages = purposes;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -334,6 +329,212 @@ impl CertifiedKey {
     }
 }
 
+/// A CA made at run time and what it signed for one deployment, as PEM text and as files:
+/// a certificate for the servers (valid for `127.0.0.1` and `localhost`) and one for
+/// clients.
+#[derive(Debug)]
+pub struct Certificates {
+    ca_pem: String,
+    ca_file: PathBuf,
+    /// Every server of the deployment presents it, also as a client of the others
+    /// (replication, the cluster bus, a Sentinel's links): it is valid for both purposes.
+    server: CertifiedKey,
+    client: CertifiedKey,
+}
+
+impl Certificates {
+    /// Makes the CA and the certificates, and writes them into `dir`.
+    fn issue(dir: &Path) -> Self {
+        let ca = Authority::new("actix-kv-session test CA");
+        let server_sans = vec![
+            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            SanType::DnsName("localhost".try_into().expect("a DNS name")),
+        ];
+        let server = CertifiedKey::write(
+            dir,
+            "server",
+            ca.sign(
+                "redis",
+                server_sans,
+                vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+            ),
+        );
+        let client = CertifiedKey::write(
+            dir,
+            "client",
+            ca.sign(
+                "client",
+                Vec::new(),
+                vec![ExtendedKeyUsagePurpose::ClientAuth],
+            ),
+        );
+        let ca_pem = ca.pem();
+        let ca_file = dir.join("ca.crt");
+        write(&ca_file, &ca_pem);
+        Self {
+            ca_pem,
+            ca_file,
+            server,
+            client,
+        }
+    }
+
+    /// The CA that signed the server and client certificates, PEM.
+    #[must_use]
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The file holding [`ca_pem`](Self::ca_pem).
+    #[must_use]
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// A client certificate the CA signed.
+    #[must_use]
+    pub fn client(&self) -> &CertifiedKey {
+        &self.client
+    }
+
+    /// What redis-rs needs to trust the CA and present the client certificate.
+    fn for_redis_rs(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: self.client.cert_pem.clone().into_bytes(),
+                client_key: self.client.key_pem.clone().into_bytes(),
+            }),
+            root_cert: Some(self.ca_pem.clone().into_bytes()),
+        }
+    }
+
+    /// The settings of a server (`redis-server` or a Sentinel) that listens for TLS on
+    /// `port` and speaks TLS to the other servers, as `name value` pairs; `port 0` (no
+    /// plain TCP) is the caller's.
+    fn server_settings(&self, port: u16, client_auth: ClientAuth) -> Vec<(&'static str, String)> {
+        vec![
+            ("tls-port", port.to_string()),
+            ("tls-cert-file", self.server.cert_file.display().to_string()),
+            ("tls-key-file", self.server.key_file.display().to_string()),
+            ("tls-ca-cert-file", self.ca_file.display().to_string()),
+            ("tls-auth-clients", client_auth.setting().to_owned()),
+            // A replica to its master, a Sentinel to the servers and the other Sentinels.
+            ("tls-replication", "yes".to_owned()),
+        ]
+    }
+}
+
+/// How a deployment's servers listen and how the harness reaches them: plain TCP, or TLS
+/// only (`port 0`), where the harness trusts the deployment's CA and presents its client
+/// certificate.
+#[derive(Debug)]
+enum Transport {
+    Plain,
+    Tls {
+        certificates: Box<Certificates>,
+        client_auth: ClientAuth,
+    },
+}
+
+impl Transport {
+    /// Makes the certificates in `dir` and installs a rustls crypto provider for the
+    /// harness's and the test's clients.
+    fn tls(dir: &Path, client_auth: ClientAuth) -> Self {
+        install_crypto_provider();
+        Self::Tls {
+            certificates: Box::new(Certificates::issue(dir)),
+            client_auth,
+        }
+    }
+
+    fn certificates(&self) -> Option<&Certificates> {
+        match self {
+            Self::Plain => None,
+            Self::Tls { certificates, .. } => Some(certificates),
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT` or `rediss://127.0.0.1:PORT`.
+    fn url(&self, port: u16) -> String {
+        match self {
+            Self::Plain => format!("redis://{HOST}:{port}"),
+            Self::Tls { .. } => format!("rediss://{HOST}:{port}"),
+        }
+    }
+
+    /// [`server_args`], listening on `port` as the transport says.
+    fn server_args(&self, port: u16, dir: &Path) -> Vec<String> {
+        match self {
+            Self::Plain => server_args(port, dir),
+            Self::Tls {
+                certificates,
+                client_auth,
+            } => {
+                let mut args = server_args(0, dir);
+                for (name, value) in certificates.server_settings(port, *client_auth) {
+                    args.extend([format!("--{name}"), value]);
+                }
+                args
+            }
+        }
+    }
+
+    /// The lines of a Sentinel's config file that say where and how it listens.
+    fn sentinel_config(&self, port: u16) -> String {
+        match self {
+            Self::Plain => format!("port {port}\n"),
+            Self::Tls {
+                certificates,
+                client_auth,
+            } => certificates
+                .server_settings(port, *client_auth)
+                .into_iter()
+                .fold("port 0\n".to_owned(), |mut text, (name, value)| {
+                    let _ = writeln!(text, "{name} {value}");
+                    text
+                }),
+        }
+    }
+
+    /// The options `redis-cli` needs to reach the servers.
+    fn cli_args(&self) -> Vec<String> {
+        let Some(certificates) = self.certificates() else {
+            return Vec::new();
+        };
+        let mut args = vec!["--tls".to_owned()];
+        for (flag, path) in [
+            ("--cacert", certificates.ca_file()),
+            ("--cert", certificates.client.cert_file()),
+            ("--key", certificates.client.key_file()),
+        ] {
+            args.extend([flag.to_owned(), path.display().to_string()]);
+        }
+        args
+    }
+
+    /// Sends `cmd` to the node on `port`, each step bounded by [`PROBE_TIMEOUT`].
+    fn probe<T: FromRedisValue>(&self, port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let url = self.url(port);
+        let client = match self.certificates() {
+            None => redis::Client::open(url)?,
+            Some(certificates) => redis::Client::build_with_tls(url, certificates.for_redis_rs())?,
+        };
+        let mut conn = client.get_connection_with_timeout(PROBE_TIMEOUT)?;
+        conn.set_read_timeout(Some(PROBE_TIMEOUT))?;
+        conn.set_write_timeout(Some(PROBE_TIMEOUT))?;
+        cmd.query(&mut conn)
+    }
+
+    /// `INFO section` of the node on `port` as `field → value`.
+    fn info(&self, port: u16, section: &str) -> redis::RedisResult<HashMap<String, String>> {
+        let text: String = self.probe(port, redis::cmd("INFO").arg(section))?;
+        Ok(parse_fields(&text))
+    }
+}
+
 /// A `redis-server` that speaks only TLS (`--port 0 --tls-port PORT`), with a CA, a server
 /// certificate (valid for `127.0.0.1` and `localhost`) and a client certificate made at run
 /// time, plus a second, unrelated CA and a client certificate it signed, to check that what
@@ -341,9 +542,7 @@ impl CertifiedKey {
 #[derive(Debug)]
 pub struct TlsRedis {
     server: ServerProcess,
-    ca_pem: String,
-    ca_file: PathBuf,
-    client: CertifiedKey,
+    transport: Transport,
     foreign_ca_pem: String,
     foreign_ca_file: PathBuf,
     foreign_client: CertifiedKey,
@@ -359,61 +558,32 @@ impl TlsRedis {
     /// When `redis-server` is missing, was built without TLS, or does not come up.
     #[must_use]
     pub fn start(client_auth: ClientAuth) -> Self {
-        install_crypto_provider();
         let dir = scratch_dir("tls");
-        let ca = Authority::new("actix-kv-session test CA");
+        let transport = Transport::tls(dir.path(), client_auth);
         let foreign_ca = Authority::new("unrelated test CA");
-        let server_sans = vec![
-            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            SanType::DnsName("localhost".try_into().expect("a DNS name")),
-        ];
-        let server_cert = CertifiedKey::write(
-            dir.path(),
-            "server",
-            ca.sign("redis", server_sans, ExtendedKeyUsagePurpose::ServerAuth),
-        );
-        let client = CertifiedKey::write(
-            dir.path(),
-            "client",
-            ca.sign("client", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth),
-        );
         let foreign_client = CertifiedKey::write(
             dir.path(),
             "foreign-client",
-            foreign_ca.sign("client", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth),
+            foreign_ca.sign(
+                "client",
+                Vec::new(),
+                vec![ExtendedKeyUsagePurpose::ClientAuth],
+            ),
         );
-        let (ca_pem, foreign_ca_pem) = (ca.pem(), foreign_ca.pem());
-        let ca_file = dir.path().join("ca.crt");
+        let foreign_ca_pem = foreign_ca.pem();
         let foreign_ca_file = dir.path().join("foreign-ca.crt");
-        write(&ca_file, &ca_pem);
         write(&foreign_ca_file, &foreign_ca_pem);
 
         let port = free_ports(1, false)[0];
-        let mut args = server_args(0, dir.path());
-        let auth = match client_auth {
-            ClientAuth::Required => "yes",
-            ClientAuth::NotRequested => "no",
-        };
-        args.extend(["--tls-port".to_owned(), port.to_string()]);
-        for (flag, path) in [
-            ("--tls-cert-file", server_cert.cert_file()),
-            ("--tls-key-file", server_cert.key_file()),
-            ("--tls-ca-cert-file", ca_file.as_path()),
-        ] {
-            args.extend([flag.to_owned(), path.display().to_string()]);
-        }
-        args.extend(["--tls-auth-clients".to_owned(), auth.to_owned()]);
         let server = ServerProcess::spawn(
             "redis-server",
             port,
-            args,
+            transport.server_args(port, dir.path()),
             Some(dir.path().join("redis.log")),
         );
         Self {
             server,
-            ca_pem,
-            ca_file,
-            client,
+            transport,
             foreign_ca_pem,
             foreign_ca_file,
             foreign_client,
@@ -421,10 +591,16 @@ impl TlsRedis {
         }
     }
 
+    fn certificates(&self) -> &Certificates {
+        self.transport
+            .certificates()
+            .expect("a TLS server has certificates")
+    }
+
     /// `rediss://127.0.0.1:PORT`.
     #[must_use]
     pub fn url(&self) -> String {
-        format!("rediss://{HOST}:{}", self.server.port())
+        self.transport.url(self.server.port())
     }
 
     /// `rediss://localhost:PORT`: the same server by its DNS name.
@@ -436,19 +612,19 @@ impl TlsRedis {
     /// The CA that signed the server and client certificates, PEM.
     #[must_use]
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        self.certificates().ca_pem()
     }
 
     /// The file holding [`ca_pem`](Self::ca_pem) (for `REDIS_CA_FILE`).
     #[must_use]
     pub fn ca_file(&self) -> &Path {
-        &self.ca_file
+        self.certificates().ca_file()
     }
 
     /// A client certificate the CA signed.
     #[must_use]
     pub fn client(&self) -> &CertifiedKey {
-        &self.client
+        self.certificates().client()
     }
 
     /// A CA unrelated to the server's: trusting only it must fail the handshake.
@@ -677,12 +853,13 @@ fn parse_cluster_nodes(text: &str) -> Vec<NodeLine> {
 /// A Redis Cluster of three masters and three replicas (`--cluster-replicas 1`) on loopback,
 /// with a short node timeout so that a failover takes seconds. Node indices are fixed (the
 /// order of [`urls`](Self::urls)); roles change with failovers and are read from the
-/// cluster.
+/// cluster. [`start_tls`](Self::start_tls) starts one that speaks only TLS.
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<ServerProcess>,
     /// The slots each node served when it was last killed or paused.
     slots_when_lost: HashMap<usize, Vec<(u16, u16)>>,
+    transport: Transport,
     dir: TempDir,
 }
 
@@ -703,13 +880,31 @@ impl RedisCluster {
     /// 30 seconds (with what each node says).
     #[must_use]
     pub fn start() -> Self {
-        let dir = scratch_dir("cluster");
+        Self::launch(scratch_dir("cluster"), Transport::Plain)
+    }
+
+    /// As [`start`](Self::start), for a cluster whose every link is TLS (`port 0`,
+    /// `tls-cluster yes`, `tls-replication yes`) with certificates made at run time (see
+    /// [`certificates`](Self::certificates)); `client_auth` says whether its nodes require a
+    /// client certificate. Installs a rustls crypto provider for the test's clients.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), and when `redis-server` was built without TLS.
+    #[must_use]
+    pub fn start_tls(client_auth: ClientAuth) -> Self {
+        let dir = scratch_dir("cluster-tls");
+        let transport = Transport::tls(dir.path(), client_auth);
+        Self::launch(dir, transport)
+    }
+
+    fn launch(dir: TempDir, transport: Transport) -> Self {
         let nodes: Vec<ServerProcess> = free_ports(Self::MASTERS * 2, true)
             .into_iter()
             .enumerate()
             .map(|(i, port)| {
                 let node_dir = dir.path().join(format!("node-{i}"));
-                let extra = [
+                let mut extra = vec![
                     "--cluster-enabled".to_owned(),
                     "yes".to_owned(),
                     // Each node rewrites its own cluster config; restart_node reloads it.
@@ -722,10 +917,15 @@ impl RedisCluster {
                     "--cluster-require-full-coverage".to_owned(),
                     "no".to_owned(),
                 ];
-                spawn_redis(port, &node_dir, &extra)
+                if transport.certificates().is_some() {
+                    // The cluster bus too (still on port + 10000).
+                    extra.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
+                }
+                spawn_redis(&transport, port, &node_dir, &extra)
             })
             .collect();
-        let mut create: Vec<String> = vec!["--cluster".to_owned(), "create".to_owned()];
+        let mut create = transport.cli_args();
+        create.extend(["--cluster".to_owned(), "create".to_owned()]);
         create.extend(nodes.iter().map(ServerProcess::addr));
         create.extend(
             ["--cluster-replicas", "1", "--cluster-yes"]
@@ -741,6 +941,7 @@ impl RedisCluster {
         let cluster = Self {
             nodes,
             slots_when_lost: HashMap::new(),
+            transport,
             dir,
         };
         wait_blocking(
@@ -764,16 +965,24 @@ impl RedisCluster {
         self.nodes.is_empty()
     }
 
-    /// Every node's `redis://127.0.0.1:PORT`, by index: the seed list for a cluster client.
+    /// Every node's `redis://127.0.0.1:PORT` (`rediss://` over TLS), by index: the seed
+    /// list for a cluster client.
     #[must_use]
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(ServerProcess::redis_url).collect()
+        (0..self.nodes.len()).map(|node| self.url(node)).collect()
     }
 
-    /// Node `node`'s `redis://127.0.0.1:PORT`.
+    /// Node `node`'s `redis://127.0.0.1:PORT` (`rediss://` over TLS).
     #[must_use]
     pub fn url(&self, node: usize) -> String {
-        self.nodes[node].redis_url()
+        self.transport.url(self.nodes[node].port())
+    }
+
+    /// The CA and client certificate of a cluster started with
+    /// [`start_tls`](Self::start_tls); `None` for a plain one.
+    #[must_use]
+    pub fn certificates(&self) -> Option<&Certificates> {
+        self.transport.certificates()
     }
 
     /// Node `node`'s `127.0.0.1:PORT`.
@@ -917,6 +1126,12 @@ impl RedisCluster {
         .await;
     }
 
+    /// `CLUSTER subcommand`'s text (`INFO`, `NODES`) from the node on `port`.
+    fn cluster_says(&self, port: u16, subcommand: &str) -> redis::RedisResult<String> {
+        self.transport
+            .probe(port, redis::cmd("CLUSTER").arg(subcommand))
+    }
+
     fn index_of(&self, port: u16) -> Option<usize> {
         self.nodes.iter().position(|n| n.port() == port)
     }
@@ -928,7 +1143,7 @@ impl RedisCluster {
     /// `CLUSTER NODES` as the first responsive node sees it.
     fn view(&self) -> Vec<NodeLine> {
         self.running()
-            .find_map(|n| probe::<String>(n.port(), redis::cmd("CLUSTER").arg("NODES")).ok())
+            .find_map(|n| self.cluster_says(n.port(), "NODES").ok())
             .map(|text| parse_cluster_nodes(&text))
             .unwrap_or_default()
     }
@@ -955,7 +1170,7 @@ impl RedisCluster {
     fn is_formed(&self) -> bool {
         let mut roles = Vec::new();
         for node in self.running() {
-            let Ok(replication) = info(node.port(), "replication") else {
+            let Ok(replication) = self.transport.info(node.port(), "replication") else {
                 return false;
             };
             let master = replication.get("role").is_some_and(|r| r == "master");
@@ -968,13 +1183,13 @@ impl RedisCluster {
             roles.push((node.port(), master));
         }
         self.running().all(|node| {
-            let Ok(text) = probe::<String>(node.port(), redis::cmd("CLUSTER").arg("INFO")) else {
+            let Ok(text) = self.cluster_says(node.port(), "INFO") else {
                 return false;
             };
             let fields = parse_fields(&text);
             let field = |k: &str| fields.get(k).map(String::as_str);
             let known = self.nodes.len().to_string();
-            let Ok(text) = probe::<String>(node.port(), redis::cmd("CLUSTER").arg("NODES")) else {
+            let Ok(text) = self.cluster_says(node.port(), "NODES") else {
                 return false;
             };
             let view = parse_cluster_nodes(&text);
@@ -995,11 +1210,11 @@ impl RedisCluster {
         let old_port = self.nodes[old_master].port();
         let mut owner = None;
         for node in self.running().filter(|n| n.port() != old_port) {
-            let info = probe::<String>(node.port(), redis::cmd("CLUSTER").arg("INFO")).ok()?;
+            let info = self.cluster_says(node.port(), "INFO").ok()?;
             if parse_fields(&info).get("cluster_state")? != "ok" {
                 return None;
             }
-            let text = probe::<String>(node.port(), redis::cmd("CLUSTER").arg("NODES")).ok()?;
+            let text = self.cluster_says(node.port(), "NODES").ok()?;
             let serving = parse_cluster_nodes(&text).into_iter().find(|n| {
                 n.master && !n.failed && n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))
             })?;
@@ -1020,9 +1235,10 @@ impl RedisCluster {
                 report.push_str("stopped\n");
                 continue;
             }
-            match probe::<String>(node.port(), redis::cmd("CLUSTER").arg("NODES")) {
+            match self.cluster_says(node.port(), "NODES") {
                 Ok(nodes) => {
-                    let state = probe::<String>(node.port(), redis::cmd("CLUSTER").arg("INFO"))
+                    let state = self
+                        .cluster_says(node.port(), "INFO")
                         .map(|t| parse_fields(&t).remove("cluster_state").unwrap_or_default())
                         .unwrap_or_default();
                     let _ = write!(report, "cluster_state:{state}\n{nodes}");
@@ -1045,6 +1261,7 @@ impl RedisCluster {
 /// A master, one replica of it (`--replicaof`), and three Sentinels (`redis-server
 /// --sentinel`) that monitor it as [`MASTER_NAME`](Self::MASTER_NAME) with quorum 2. Each
 /// Sentinel has its own config file, which it rewrites as it learns the topology.
+/// [`start_tls`](Self::start_tls) starts a deployment that speaks only TLS.
 #[derive(Debug)]
 pub struct RedisSentinel {
     /// The data nodes: index 0 starts as the master, index 1 as its replica.
@@ -1052,6 +1269,7 @@ pub struct RedisSentinel {
     sentinels: Vec<ServerProcess>,
     /// The address of the master [`kill_master`](Self::kill_master) killed last.
     killed_master: Option<String>,
+    transport: Transport,
     _dir: TempDir,
 }
 
@@ -1073,10 +1291,30 @@ impl RedisSentinel {
     /// (with what each Sentinel says).
     #[must_use]
     pub fn start() -> Self {
-        let dir = scratch_dir("sentinel");
+        Self::launch(scratch_dir("sentinel"), Transport::Plain)
+    }
+
+    /// As [`start`](Self::start), for a deployment whose every link is TLS (`port 0`,
+    /// `tls-replication yes` on the servers and the Sentinels) with certificates made at
+    /// run time (see [`certificates`](Self::certificates)); `client_auth` says whether the
+    /// servers and the Sentinels require a client certificate. Installs a rustls crypto
+    /// provider for the test's clients.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start), and when `redis-server` was built without TLS.
+    #[must_use]
+    pub fn start_tls(client_auth: ClientAuth) -> Self {
+        let dir = scratch_dir("sentinel-tls");
+        let transport = Transport::tls(dir.path(), client_auth);
+        Self::launch(dir, transport)
+    }
+
+    fn launch(dir: TempDir, transport: Transport) -> Self {
         let ports = free_ports(2 + Self::SENTINELS, false);
-        let master = spawn_redis(ports[0], &dir.path().join("server-0"), &[]);
+        let master = spawn_redis(&transport, ports[0], &dir.path().join("server-0"), &[]);
         let replica = spawn_redis(
+            &transport,
             ports[1],
             &dir.path().join("server-1"),
             &[
@@ -1088,12 +1326,13 @@ impl RedisSentinel {
         let sentinels = ports[2..]
             .iter()
             .enumerate()
-            .map(|(i, &port)| Self::spawn_sentinel(dir.path(), i, port, ports[0]))
+            .map(|(i, &port)| Self::spawn_sentinel(&transport, dir.path(), i, port, ports[0]))
             .collect();
         let sentinel = Self {
             servers: vec![master, replica],
             sentinels,
             killed_master: None,
+            transport,
             _dir: dir,
         };
         wait_blocking(
@@ -1105,7 +1344,13 @@ impl RedisSentinel {
         sentinel
     }
 
-    fn spawn_sentinel(dir: &Path, index: usize, port: u16, master_port: u16) -> ServerProcess {
+    fn spawn_sentinel(
+        transport: &Transport,
+        dir: &Path,
+        index: usize,
+        port: u16,
+        master_port: u16,
+    ) -> ServerProcess {
         // Sentinels rewrite their config file (known replicas and Sentinels, epochs): each
         // needs a writable file of its own.
         let dir = dir.join(format!("sentinel-{index}"));
@@ -1116,11 +1361,12 @@ impl RedisSentinel {
         write(
             &config,
             &format!(
-                "port {port}\nbind {HOST}\nprotected-mode no\ndir {}\nlogfile {}\n\
+                "{}bind {HOST}\nprotected-mode no\ndir {}\nlogfile {}\n\
                  sentinel monitor {name} {HOST} {master_port} 2\n\
                  sentinel down-after-milliseconds {name} {}\n\
                  sentinel failover-timeout {name} {}\n\
                  sentinel parallel-syncs {name} 1\n",
+                transport.sentinel_config(port),
                 dir.display(),
                 log.display(),
                 Self::DOWN_AFTER.as_millis(),
@@ -1141,19 +1387,27 @@ impl RedisSentinel {
         Self::MASTER_NAME
     }
 
-    /// Every Sentinel's `redis://127.0.0.1:PORT`.
+    /// Every Sentinel's `redis://127.0.0.1:PORT` (`rediss://` over TLS).
     #[must_use]
     pub fn sentinel_urls(&self) -> Vec<String> {
         self.sentinels
             .iter()
-            .map(ServerProcess::redis_url)
+            .map(|s| self.transport.url(s.port()))
             .collect()
     }
 
-    /// The data node `server`'s (0: first master, 1: first replica) `redis://` URL.
+    /// The data node `server`'s (0: first master, 1: first replica) `redis://` URL
+    /// (`rediss://` over TLS).
     #[must_use]
     pub fn server_url(&self, server: usize) -> String {
-        self.servers[server].redis_url()
+        self.transport.url(self.servers[server].port())
+    }
+
+    /// The CA and client certificate of a deployment started with
+    /// [`start_tls`](Self::start_tls); `None` for a plain one.
+    #[must_use]
+    pub fn certificates(&self) -> Option<&Certificates> {
+        self.transport.certificates()
     }
 
     /// The process of data node `server`, for other faults.
@@ -1179,7 +1433,7 @@ impl RedisSentinel {
         self.sentinels
             .iter()
             .filter(|s| s.is_running())
-            .find_map(|s| Self::master_addr_from(s.port()))
+            .find_map(|s| self.master_addr_from(s.port()))
             .unwrap_or_else(|| panic!("no Sentinel reports a master\n{}", self.diagnose()))
     }
 
@@ -1232,21 +1486,23 @@ impl RedisSentinel {
         .await
     }
 
-    fn master_addr_from(sentinel_port: u16) -> Option<String> {
-        let (ip, port): (String, u16) = probe(
-            sentinel_port,
-            redis::cmd("SENTINEL")
-                .arg("get-master-addr-by-name")
-                .arg(Self::MASTER_NAME),
-        )
-        .ok()?;
+    fn master_addr_from(&self, sentinel_port: u16) -> Option<String> {
+        let (ip, port): (String, u16) = self
+            .transport
+            .probe(
+                sentinel_port,
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(Self::MASTER_NAME),
+            )
+            .ok()?;
         Some(format!("{ip}:{port}"))
     }
 
     fn promoted(&self, old: &str) -> Option<String> {
         let mut agreed: Option<String> = None;
         for sentinel in self.sentinels.iter().filter(|s| s.is_running()) {
-            let addr = Self::master_addr_from(sentinel.port())?;
+            let addr = self.master_addr_from(sentinel.port())?;
             if addr == old || agreed.as_ref().is_some_and(|a| *a != addr) {
                 return None;
             }
@@ -1254,18 +1510,20 @@ impl RedisSentinel {
         }
         let addr = agreed?;
         let server = self.servers.iter().find(|s| s.addr() == addr)?;
-        let role = info(server.port(), "replication").ok()?;
+        let role = self.transport.info(server.port(), "replication").ok()?;
         (role.get("role")? == "master").then_some(addr)
     }
 
     /// The replica is in sync, and every Sentinel sees the master as up with one replica
     /// and two other Sentinels.
     fn is_formed(&self) -> bool {
-        let replica_in_sync = info(self.servers[1].port(), "replication")
+        let replica_in_sync = self
+            .transport
+            .info(self.servers[1].port(), "replication")
             .is_ok_and(|r| r.get("master_link_status").is_some_and(|s| s == "up"));
         replica_in_sync
             && self.sentinels.iter().all(|s| {
-                Self::sentinel_master(s.port()).is_ok_and(|m| {
+                self.sentinel_master(s.port()).is_ok_and(|m| {
                     let field = |k: &str| m.get(k).map(String::as_str);
                     field("flags") == Some("master")
                         && field("num-slaves") == Some("1")
@@ -1274,8 +1532,8 @@ impl RedisSentinel {
             })
     }
 
-    fn sentinel_master(port: u16) -> redis::RedisResult<HashMap<String, String>> {
-        probe(
+    fn sentinel_master(&self, port: u16) -> redis::RedisResult<HashMap<String, String>> {
+        self.transport.probe(
             port,
             redis::cmd("SENTINEL").arg("MASTER").arg(Self::MASTER_NAME),
         )
@@ -1285,17 +1543,20 @@ impl RedisSentinel {
     fn diagnose(&self) -> String {
         let mut report = String::new();
         for (i, server) in self.servers.iter().enumerate() {
-            let role = info(server.port(), "replication").map_or_else(
-                |err| format!("does not answer: {err}"),
-                |r| format!("{r:?}"),
-            );
+            let role = self
+                .transport
+                .info(server.port(), "replication")
+                .map_or_else(
+                    |err| format!("does not answer: {err}"),
+                    |r| format!("{r:?}"),
+                );
             let _ = write!(report, "\n=== server {i} ({}): {role}", server.addr());
             if !server.is_running() {
                 report.push_str(" (stopped)");
             }
         }
         for (i, sentinel) in self.sentinels.iter().enumerate() {
-            let said = Self::sentinel_master(sentinel.port()).map_or_else(
+            let said = self.sentinel_master(sentinel.port()).map_or_else(
                 |err| format!("does not answer: {err}"),
                 |m| format!("{m:?}"),
             );
