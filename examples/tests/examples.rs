@@ -262,6 +262,27 @@ fn counter_memcached() {
     counts_one_two_three(&mut app);
 }
 
+/// The example over TLS (memcached's `-Z`) with a private CA, from `MEMCACHED_CA_FILE`, to
+/// a server that requires a client certificate (`MEMCACHED_CLIENT_CERT`,
+/// `MEMCACHED_CLIENT_KEY`).
+#[cfg(feature = "memcached")]
+#[test]
+fn counter_memcached_over_tls() {
+    use tests::{certificates::ClientAuth, tls_memcached::TlsMemcached};
+    let memcached = TlsMemcached::start(ClientAuth::Required);
+    let path = |p: &std::path::Path| p.display().to_string();
+    let env = [
+        ("MEMCACHED_ADDR", memcached.addr()),
+        ("MEMCACHED_CA_FILE", path(memcached.ca_file())),
+        (
+            "MEMCACHED_CLIENT_CERT",
+            path(memcached.client().cert_file()),
+        ),
+        ("MEMCACHED_CLIENT_KEY", path(memcached.client().key_file())),
+    ];
+    counts_one_two_three(&mut Example::start("counter_memcached", &env));
+}
+
 /// The example on three memcached nodes (`MEMCACHED_ADDR` as a list): the counter goes on,
 /// and the session is on exactly one of them.
 #[cfg(feature = "memcached")]

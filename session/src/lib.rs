@@ -120,7 +120,7 @@
 //! | `memory` | yes | [`storage::MemoryStore`], on moka |
 //! | `derive` | yes | [`#[derive(SessionData)]`](derive@SessionData), typed session structs |
 //! | `redis` | no | [`storage::RedisStore`], on redis-rs (its connection manager, or your deadpool-redis pool) |
-//! | `memcached` | no | [`storage::MemcachedStore`], on async-memcached |
+//! | `memcached` | no | [`storage::MemcachedStore`], over the meta protocol, several nodes, TLS |
 //! | `testing` | no | the store conformance suite, for a store of your own: `store_conformance!` |
 
 mod config;

@@ -7,6 +7,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 pub mod app;
+pub mod certificates;
 pub mod faults;
 pub mod instances;
 pub mod logs;
@@ -17,12 +18,25 @@ pub mod server;
 pub mod servers;
 pub mod stores;
 pub mod suite;
+pub mod tls_memcached;
 
 use actix_kv_session::{
     storage::{SessionMap, SessionStore},
     SessionId,
 };
 use actix_web::{cookie::Cookie, http::header::HeaderMap};
+
+/// An error and its causes, on one line (`error: cause: cause's cause`).
+#[must_use]
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line = format!("{line}: {cause}");
+        source = cause.source();
+    }
+    line
+}
 
 /// Stores a session holding `pairs` (keys and JSON texts) for a minute, directly in the
 /// store; returns its id.

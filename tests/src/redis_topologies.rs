@@ -12,20 +12,18 @@ use std::{
     collections::HashMap,
     fmt::Write as _,
     fs,
-    net::{IpAddr, Ipv4Addr, TcpListener},
-    path::{Path, PathBuf},
+    net::TcpListener,
+    path::Path,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
-};
 use redis::FromRedisValue;
 use tempfile::TempDir;
 
+#[doc(inline)]
+pub use crate::certificates::{install_crypto_provider, Certificates, CertifiedKey, ClientAuth};
 use crate::servers::ServerProcess;
 
 const HOST: &str = "127.0.0.1";
@@ -37,16 +35,6 @@ const FORMATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a failover may take before a wait gives up.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(100);
-
-/// Installs ring as the process's rustls crypto provider unless one is installed already.
-///
-/// rustls picks a provider by itself only while exactly one provider feature is compiled in;
-/// installing one explicitly keeps TLS clients working when another crate of the build
-/// enables a second one (aws-lc-rs is rustls's default). [`TlsRedis::start`] calls it.
-pub fn install_crypto_provider() {
-    // An error only says that a provider is installed already, which is what we want.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
 
 /// A temporary directory for a launcher's files, removed when dropped.
 fn scratch_dir(what: &str) -> TempDir {
@@ -220,194 +208,24 @@ async fn wait_async<T>(
 // ---------------------------------------------------------------------------------------
 // TLS
 
-/// Whether the TLS server asks clients for a certificate (`--tls-auth-clients`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// `yes`: a client without a certificate signed by the CA is refused.
-    Required,
-    /// `no`: the server does not ask for a client certificate.
-    NotRequested,
-}
-
-impl ClientAuth {
-    fn setting(self) -> &'static str {
-        match self {
-            Self::Required => "yes",
-            Self::NotRequested => "no",
-        }
+/// `--tls-auth-clients` for a [`ClientAuth`].
+fn tls_auth_clients(client_auth: ClientAuth) -> &'static str {
+    match client_auth {
+        ClientAuth::Required => "yes",
+        ClientAuth::NotRequested => "no",
     }
 }
 
-/// A certificate authority made at run time.
-struct Authority {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Authority {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("generate a CA key");
-        let issuer = CertifiedIssuer::self_signed(params, key).expect("self-sign a CA");
-        Self { issuer }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A certificate and its key (PEM) for `name`, valid for `sans`, for `purposes`.
-    fn sign(
-        &self,
-        name: &str,
-        sans: Vec<SanType>,
-        purposes: Vec<ExtendedKeyUsagePurpose>,
-    ) -> (String, String) {
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.subject_alt_names = sans;
-        params.extended_key_usages = purposes;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        let key = KeyPair::generate().expect("generate a key");
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("sign a certificate");
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-/// A certificate with its private key, as PEM text and as files.
-#[derive(Debug)]
-pub struct CertifiedKey {
-    cert_pem: String,
-    key_pem: String,
-    cert_file: PathBuf,
-    key_file: PathBuf,
-}
-
-impl CertifiedKey {
-    fn write(dir: &Path, name: &str, (cert_pem, key_pem): (String, String)) -> Self {
-        let cert_file = dir.join(format!("{name}.crt"));
-        let key_file = dir.join(format!("{name}.key"));
-        write(&cert_file, &cert_pem);
-        write(&key_file, &key_pem);
-        Self {
-            cert_pem,
-            key_pem,
-            cert_file,
-            key_file,
-        }
-    }
-
-    /// The certificate, PEM.
-    #[must_use]
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
-    }
-
-    /// Its private key, PEM (PKCS#8).
-    #[must_use]
-    pub fn key_pem(&self) -> &str {
-        &self.key_pem
-    }
-
-    /// The file holding [`cert_pem`](Self::cert_pem).
-    #[must_use]
-    pub fn cert_file(&self) -> &Path {
-        &self.cert_file
-    }
-
-    /// The file holding [`key_pem`](Self::key_pem).
-    #[must_use]
-    pub fn key_file(&self) -> &Path {
-        &self.key_file
-    }
-}
-
-/// A CA made at run time and what it signed for one deployment, as PEM text and as files:
-/// a certificate for the servers (valid for `127.0.0.1` and `localhost`) and one for
-/// clients.
-#[derive(Debug)]
-pub struct Certificates {
-    ca_pem: String,
-    ca_file: PathBuf,
-    /// Every server of the deployment presents it, also as a client of the others
-    /// (replication, the cluster bus, a Sentinel's links): it is valid for both purposes.
-    server: CertifiedKey,
-    client: CertifiedKey,
-}
-
+/// What Redis needs of a deployment's certificates.
 impl Certificates {
-    /// Makes the CA and the certificates, and writes them into `dir`.
-    fn issue(dir: &Path) -> Self {
-        let ca = Authority::new("actix-kv-session test CA");
-        let server_sans = vec![
-            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            SanType::DnsName("localhost".try_into().expect("a DNS name")),
-        ];
-        let server = CertifiedKey::write(
-            dir,
-            "server",
-            ca.sign(
-                "redis",
-                server_sans,
-                vec![
-                    ExtendedKeyUsagePurpose::ServerAuth,
-                    ExtendedKeyUsagePurpose::ClientAuth,
-                ],
-            ),
-        );
-        let client = CertifiedKey::write(
-            dir,
-            "client",
-            ca.sign(
-                "client",
-                Vec::new(),
-                vec![ExtendedKeyUsagePurpose::ClientAuth],
-            ),
-        );
-        let ca_pem = ca.pem();
-        let ca_file = dir.join("ca.crt");
-        write(&ca_file, &ca_pem);
-        Self {
-            ca_pem,
-            ca_file,
-            server,
-            client,
-        }
-    }
-
-    /// The CA that signed the server and client certificates, PEM.
-    #[must_use]
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    /// The file holding [`ca_pem`](Self::ca_pem).
-    #[must_use]
-    pub fn ca_file(&self) -> &Path {
-        &self.ca_file
-    }
-
-    /// A client certificate the CA signed.
-    #[must_use]
-    pub fn client(&self) -> &CertifiedKey {
-        &self.client
-    }
-
     /// What redis-rs needs to trust the CA and present the client certificate.
     fn for_redis_rs(&self) -> redis::TlsCertificates {
         redis::TlsCertificates {
             client_tls: Some(redis::ClientTlsConfig {
-                client_cert: self.client.cert_pem.clone().into_bytes(),
-                client_key: self.client.key_pem.clone().into_bytes(),
+                client_cert: self.client().cert_pem().as_bytes().to_vec(),
+                client_key: self.client().key_pem().as_bytes().to_vec(),
             }),
-            root_cert: Some(self.ca_pem.clone().into_bytes()),
+            root_cert: Some(self.ca_pem().as_bytes().to_vec()),
         }
     }
 
@@ -415,12 +233,13 @@ impl Certificates {
     /// `port` and speaks TLS to the other servers, as `name value` pairs; `port 0` (no
     /// plain TCP) is the caller's.
     fn server_settings(&self, port: u16, client_auth: ClientAuth) -> Vec<(&'static str, String)> {
+        let file = |path: &Path| path.display().to_string();
         vec![
             ("tls-port", port.to_string()),
-            ("tls-cert-file", self.server.cert_file.display().to_string()),
-            ("tls-key-file", self.server.key_file.display().to_string()),
-            ("tls-ca-cert-file", self.ca_file.display().to_string()),
-            ("tls-auth-clients", client_auth.setting().to_owned()),
+            ("tls-cert-file", file(self.server().cert_file())),
+            ("tls-key-file", file(self.server().key_file())),
+            ("tls-ca-cert-file", file(self.ca_file())),
+            ("tls-auth-clients", tls_auth_clients(client_auth).to_owned()),
             // A replica to its master, a Sentinel to the servers and the other Sentinels.
             ("tls-replication", "yes".to_owned()),
         ]
@@ -507,8 +326,8 @@ impl Transport {
         let mut args = vec!["--tls".to_owned()];
         for (flag, path) in [
             ("--cacert", certificates.ca_file()),
-            ("--cert", certificates.client.cert_file()),
-            ("--key", certificates.client.key_file()),
+            ("--cert", certificates.client().cert_file()),
+            ("--key", certificates.client().key_file()),
         ] {
             args.extend([flag.to_owned(), path.display().to_string()]);
         }
@@ -543,9 +362,8 @@ impl Transport {
 pub struct TlsRedis {
     server: ServerProcess,
     transport: Transport,
-    foreign_ca_pem: String,
-    foreign_ca_file: PathBuf,
-    foreign_client: CertifiedKey,
+    /// Certificates of an unrelated CA, for what must be refused.
+    foreign: Certificates,
     _dir: TempDir,
 }
 
@@ -560,20 +378,7 @@ impl TlsRedis {
     pub fn start(client_auth: ClientAuth) -> Self {
         let dir = scratch_dir("tls");
         let transport = Transport::tls(dir.path(), client_auth);
-        let foreign_ca = Authority::new("unrelated test CA");
-        let foreign_client = CertifiedKey::write(
-            dir.path(),
-            "foreign-client",
-            foreign_ca.sign(
-                "client",
-                Vec::new(),
-                vec![ExtendedKeyUsagePurpose::ClientAuth],
-            ),
-        );
-        let foreign_ca_pem = foreign_ca.pem();
-        let foreign_ca_file = dir.path().join("foreign-ca.crt");
-        write(&foreign_ca_file, &foreign_ca_pem);
-
+        let foreign = Certificates::issue_unrelated(dir.path());
         let port = free_ports(1, false)[0];
         let server = ServerProcess::spawn(
             "redis-server",
@@ -584,9 +389,7 @@ impl TlsRedis {
         Self {
             server,
             transport,
-            foreign_ca_pem,
-            foreign_ca_file,
-            foreign_client,
+            foreign,
             _dir: dir,
         }
     }
@@ -630,20 +433,20 @@ impl TlsRedis {
     /// A CA unrelated to the server's: trusting only it must fail the handshake.
     #[must_use]
     pub fn foreign_ca_pem(&self) -> &str {
-        &self.foreign_ca_pem
+        self.foreign.ca_pem()
     }
 
     /// The file holding [`foreign_ca_pem`](Self::foreign_ca_pem).
     #[must_use]
     pub fn foreign_ca_file(&self) -> &Path {
-        &self.foreign_ca_file
+        self.foreign.ca_file()
     }
 
     /// A client certificate the unrelated CA signed: refused under
     /// [`ClientAuth::Required`].
     #[must_use]
     pub fn foreign_client(&self) -> &CertifiedKey {
-        &self.foreign_client
+        self.foreign.client()
     }
 
     /// The process, for faults (stop, start, pause, resume).

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use actix_kv_session::{storage::RedisStore, testing, SessionMiddleware, StoreError};
+use actix_kv_session::{storage::RedisStore, testing, SessionMiddleware};
 use actix_web::http::StatusCode;
 use tests::{
-    init_app,
+    error_chain, init_app,
     logs::Logs,
     redis_topologies::{AuthRedis, ClientAuth, TlsRedis},
     suite::get,
@@ -20,17 +20,6 @@ fn tls_store(server: &TlsRedis, client: bool) -> RedisStore {
         builder = builder.client_certificate(server.client().cert_pem(), server.client().key_pem());
     }
     builder.build().expect("valid TLS settings")
-}
-
-/// An error and its causes, on one line.
-fn chain(err: &StoreError) -> String {
-    let mut line = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        line = format!("{line}: {cause}");
-        source = cause.source();
-    }
-    line
 }
 
 /// The store conformance suite, through its public entry point, over TLS with client
@@ -61,7 +50,7 @@ async fn sessions_over_tls_and_an_untrusted_certificate_is_a_clear_error() {
         "took {:?}",
         started.elapsed()
     );
-    let cause = chain(&err).to_lowercase();
+    let cause = error_chain(&err).to_lowercase();
     assert!(
         cause.contains("certificate") || cause.contains("issuer"),
         "{cause}"
@@ -144,7 +133,7 @@ async fn acl_users_and_passwords_in_the_url_or_the_builder() {
             "took {:?}",
             started.elapsed()
         );
-        let cause = chain(&err).to_lowercase();
+        let cause = error_chain(&err).to_lowercase();
         assert!(cause.contains(code), "{cause}");
         let (logs, _capture) = Logs::capture();
         let app = init_app!(SessionMiddleware::new(store));

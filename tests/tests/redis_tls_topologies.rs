@@ -3,16 +3,16 @@
 //! link (the store's, replication, the Sentinels' own, the cluster bus) is TLS. Each test
 //! starts one deployment and runs all its cases on it; the two run side by side.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_kv_session::{
     storage::{RedisStore, RedisStoreBuilder},
     testing,
 };
-use tests::redis_topologies::{Certificates, ClientAuth, RedisCluster, RedisSentinel};
-
-/// A refused handshake must fail `ping` this fast: never a hang.
-const FAILS_FAST: Duration = Duration::from_secs(3);
+use tests::{
+    certificates::{blames_the_certificate, refusal},
+    redis_topologies::{Certificates, ClientAuth, RedisCluster, RedisSentinel},
+};
 
 /// The store `builder` makes when it trusts the deployment's CA and presents its client
 /// certificate.
@@ -60,32 +60,6 @@ fn without_client_certificate(
         .expect("valid TLS settings")
 }
 
-/// `store.ping()`'s error and its causes, on one line; it must come within [`FAILS_FAST`].
-async fn refusal(store: &RedisStore) -> String {
-    let started = Instant::now();
-    let err = store
-        .ping()
-        .await
-        .expect_err("the handshake must be refused");
-    assert!(
-        started.elapsed() < FAILS_FAST,
-        "refused after {:?}: {err}",
-        started.elapsed()
-    );
-    let mut line = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        line = format!("{line}: {cause}");
-        source = cause.source();
-    }
-    line
-}
-
-/// Whether `cause` says that the server's certificate is not trusted (rustls's words).
-fn blames_the_certificate(cause: &str) -> bool {
-    cause.contains("UnknownIssuer") || cause.contains("invalid peer certificate")
-}
-
 /// The store finds the master through Sentinels it reaches over TLS, then reaches the master
 /// over TLS: the private CA and the client certificate serve both, so `ping` and the
 /// conformance suite pass. Trusting the system's roots only, `ping` fails at once with the
@@ -112,11 +86,11 @@ fn sentinel_over_tls_with_a_private_ca_serves_sessions() {
         );
 
         for store in trusting_system_roots_only(builder, certificates) {
-            let cause = refusal(&store).await;
+            let cause = refusal(store.ping()).await;
             assert!(blames_the_certificate(&cause), "{cause}");
             println!("sentinel over TLS, the system's roots only: {cause}");
         }
-        let cause = refusal(&without_client_certificate(builder(), certificates)).await;
+        let cause = refusal(without_client_certificate(builder(), certificates).ping()).await;
         assert!(cause.contains("CertificateRequired"), "{cause}");
     });
 }
@@ -146,11 +120,11 @@ fn cluster_over_tls_with_a_private_ca_serves_sessions() {
         tests::suite::renew_moves_the_session_to_a_new_id(certified(builder(), certificates)).await;
 
         for store in trusting_system_roots_only(builder, certificates) {
-            let cause = refusal(&store).await;
+            let cause = refusal(store.ping()).await;
             assert!(blames_the_certificate(&cause), "{cause}");
             println!("cluster over TLS, the system's roots only: {cause}");
         }
-        let cause = refusal(&without_client_certificate(builder(), certificates)).await;
+        let cause = refusal(without_client_certificate(builder(), certificates).ping()).await;
         assert!(cause.contains("CertificateRequired"), "{cause}");
     });
 }

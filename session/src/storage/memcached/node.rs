@@ -235,7 +235,7 @@ impl TlsSettings {
             .with_safe_default_protocol_versions()
             .map_err(|err| err.to_string())?
             .with_root_certificates(roots);
-        let config = match &self.client {
+        let mut config = match &self.client {
             None => builder.with_no_client_auth(),
             Some((chain, key)) => {
                 let chain = CertificateDer::pem_slice_iter(chain)
@@ -248,6 +248,12 @@ impl TlsSettings {
                     .map_err(|err| format!("client certificate: {err}"))?
             }
         };
+        // Every connection makes a full handshake. memcached 1.6 (OpenSSL) hands out
+        // resumption tickets but, asking for client certificates without its
+        // `ssl_session_cache` option, answers a resumed handshake with an `internal_error`
+        // alert: a second worker's connection was refused. Connections live as long as
+        // their worker, so resuming would save little.
+        config.resumption = rustls::client::Resumption::disabled();
         let server_name = self
             .server_name
             .as_ref()
