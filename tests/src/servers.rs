@@ -88,7 +88,15 @@ impl ServerProcess {
     /// A `memcached` with 64 MiB and the default 1 MiB item size limit.
     #[must_use]
     pub fn memcached() -> Self {
-        Self::launch("memcached", |port| {
+        Self::memcached_with(&[])
+    }
+
+    /// A `memcached` as [`memcached`](Self::memcached) starts it, with the options `extra`
+    /// (such as `-C`, no compare-and-swap).
+    #[must_use]
+    pub fn memcached_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|&arg| arg.to_owned()).collect();
+        Self::launch("memcached", move |port| {
             let mut args: Vec<String> = [
                 "-p",
                 &port.to_string(),
@@ -104,6 +112,7 @@ impl ServerProcess {
             if is_root() {
                 args.extend(["-u".to_owned(), "root".to_owned()]);
             }
+            args.extend(extra.iter().cloned());
             args
         })
     }

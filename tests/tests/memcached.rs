@@ -216,6 +216,85 @@ async fn the_thirty_day_default_and_longer_ttls_work_end_to_end() {
     );
 }
 
+/// memcached keeps times as 32-bit numbers: an absolute expiry past 2038 wraps to the past,
+/// and the item is stored expired. A session with a TTL of 20 years (a "remember me" taken
+/// literally) lives, and is saved and extended, until memcached's last time.
+#[actix_web::test]
+async fn a_ttl_past_2038_keeps_the_session_until_memcached_s_last_time() {
+    let (store, server) = memcached();
+    let mut client = raw(&server).await;
+    let endless = SessionMiddleware::builder(store.clone())
+        .ttl(Duration::from_hours(20 * 365 * 24))
+        .ttl_extension(actix_kv_session::TtlExtension::OnEveryRequest)
+        .build();
+    let app = init_app!(endless);
+    let first = get(&app, "/counter", None).await;
+    let id = first.id();
+    assert_eq!(get(&app, "/counter", Some(id.as_str())).await.body, "2");
+    assert_eq!(get(&app, "/get/foo", Some(id.as_str())).await.body, "2");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let until_2038 = i64::from(i32::MAX) - i64::try_from(now).unwrap();
+    let remaining = ttl_left(&mut client, id).await;
+    assert!(
+        (until_2038 - 100..=until_2038).contains(&remaining),
+        "TTL left: {remaining}, until 2038: {until_2038}"
+    );
+}
+
+/// A memcached started with `-C` has no compare-and-swap, which every save needs: the save
+/// answers 503 with a cause that says so, not "contended" after 64 attempts.
+#[actix_web::test]
+async fn a_memcached_without_cas_is_a_clear_error() {
+    let server = ServerProcess::memcached_with(&["-C"]);
+    let store = MemcachedStore::new(server.addr()).expect("a valid store");
+    let (logs, _capture) = tests::logs::Logs::capture();
+    let app = init_app!(SessionMiddleware::new(store));
+    let first = get(&app, "/counter", None).await;
+    assert_eq!(first.status, StatusCode::OK, "a new session is added");
+    let second = get(&app, "/counter", Some(first.id().as_str())).await;
+    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
+    let logged = logs.lines().join("\n");
+    assert!(logged.contains("without CAS"), "{logged}");
+}
+
+/// A server that names a memcached older than 1.6.10, whose meta protocol took a set's size
+/// as a flag and answered each of this store's sets twice: the store refuses it on
+/// connecting, before any session command. (A scripted server: no such memcached is
+/// installed here.)
+#[actix_web::test]
+async fn a_memcached_too_old_for_the_meta_protocol_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut asked = Vec::new();
+        while !asked.ends_with(b"\r\n") {
+            let mut buf = [0; 64];
+            let n = socket.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            asked.extend_from_slice(&buf[..n]);
+        }
+        socket.write_all(b"VERSION 1.6.9\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        let _ = socket.read_to_end(&mut rest).await;
+        (asked, rest)
+    });
+    let store = MemcachedStore::new(addr.to_string()).expect("a valid store");
+    let err = store.ping().await.expect_err("refused");
+    let cause = tests::error_chain(&err);
+    assert!(cause.contains("1.6.9 is too old"), "{cause}");
+    drop(store);
+    let (asked, rest) = server.await.unwrap();
+    assert_eq!(asked, b"version\r\n");
+    assert!(rest.is_empty(), "nothing sent after the version: {rest:?}");
+}
+
 #[actix_web::test]
 async fn a_session_over_the_item_limit_is_a_clear_error_not_a_silent_loss() {
     let (store, server) = memcached();

@@ -9,7 +9,7 @@ use std::{
 };
 
 use actix_kv_session::{
-    storage::{MemcachedStore, SessionStore},
+    storage::{ChangeSet, ConflictPolicy, MemcachedStore, SessionStore},
     SessionId, SessionMiddleware,
 };
 use actix_web::http::{Method, StatusCode};
@@ -86,6 +86,45 @@ async fn sessions_spread_over_the_nodes_one_node_each() {
             "{id} not found"
         );
     }
+}
+
+/// A renew whose old node dies between the session's load and the renew: the copy already
+/// added under the new id, on another node, is taken back, so no session is left under an
+/// id nobody was given, and the request fails (503) with the session where it was.
+#[actix_web::test]
+async fn a_renew_whose_old_node_is_down_leaves_no_copy_under_the_new_id() {
+    let mut servers = nodes(2);
+    let store = MemcachedStore::new(list(&[&servers[0], &servers[1]])).unwrap();
+    let mut clients = vec![raw(&servers[0]).await, raw(&servers[1]).await];
+    let data: HashMap<String, String> = [("user".to_owned(), "\"alice\"".to_owned())].into();
+    let ttl = Duration::from_mins(10);
+    let from = SessionId::generate();
+    store.create(&from, &data, ttl).await.unwrap();
+    let old_node = holders(&mut clients, from).await[0];
+    // A new id whose item lands on the other node.
+    let to = loop {
+        let probe = SessionId::generate();
+        store.create(&probe, &data, ttl).await.unwrap();
+        let on = holders(&mut clients, probe).await[0];
+        store.delete(&probe).await.unwrap();
+        if on != old_node {
+            break probe;
+        }
+    };
+    // The load remembers the item, so the renew's first step is the add on the new node.
+    assert!(store.load(&from).await.unwrap().is_some());
+    servers[old_node].stop();
+    let changes = ChangeSet::new(Vec::new(), ConflictPolicy::LastWriteWins, ttl);
+    let renewed = store.renew(&from, &to, &changes).await;
+    assert!(renewed.is_err(), "{renewed:?}");
+    let new_node = 1 - old_node;
+    assert!(
+        holders(&mut clients[new_node..=new_node], to)
+            .await
+            .is_empty(),
+        "a copy was left under the new id"
+    );
+    servers[old_node].start();
 }
 
 /// A fourth node added to three takes about a quarter of the sessions: a store on the four

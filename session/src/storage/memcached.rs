@@ -38,14 +38,17 @@ const DEFAULT_MAX_ITEM_SIZE: usize = 1_000_000;
 const MAX_KEY_LEN: usize = 250;
 /// Memcached reads an expiry over 30 days as an absolute Unix time.
 const MAX_RELATIVE_TTL: u64 = 30 * 24 * 60 * 60;
+/// The last absolute time memcached can hold: it keeps times as 32-bit signed numbers.
+const MAX_EXPTIME: u64 = i32::MAX as u64;
 /// How many times a save re-reads and retries after another request changed the session.
 const CAS_ATTEMPTS: u32 = 64;
 /// How many lost compare-and-swaps a save retries at once before it pauses between
 /// attempts ([`backoff`]). A lost attempt re-reads the item, and the re-read alone
 /// separates a few racing requests; the pause is for many racing on one session. Pausing
-/// from the first loss put the side-by-side benchmark's `/counter` p99 at 3.9 to 4.3 ms
-/// (tokio's timer sleeps at least 1 ms); never pausing, at 1.4 to 1.8 ms
-/// (`bench/run.py --only ours-memcached`, 32 connections on 200 sessions).
+/// from the first loss put the side-by-side benchmark's `/counter` p99 at 3.9 to 4.7 ms
+/// (tokio's timer sleeps at least 1 ms); pausing after three, at 1.2 to 1.5 ms; never
+/// pausing, at 1.4 to 1.8 ms (`bench/run.py --only ours-memcached`, 32 connections on 200
+/// sessions, three rounds each).
 const RETRIES_WITHOUT_PAUSE: u32 = 3;
 /// The client flags of the marker a renew leaves at the old key (see
 /// [`MOVED_MARKER_TTL`](super::MOVED_MARKER_TTL)); sessions are stored with flags 0, as
@@ -53,6 +56,11 @@ const RETRIES_WITHOUT_PAUSE: u32 = 3;
 /// a client that ignores flags reads an empty session.
 const MOVED_FLAGS: u32 = 0x6d76;
 const MOVED_VALUE: &[u8] = b"{}";
+
+/// The oldest memcached whose meta protocol the store speaks: before 1.6.10, `ms` took the
+/// value's size as a flag, and answered this store's `ms` with two error lines, one of
+/// them for the value read as a command.
+const MIN_VERSION: (u32, u32, u32) = (1, 6, 10);
 
 /// Whether an operation may be run again after its connection broke under it.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -258,6 +266,15 @@ impl MemcachedStoreBuilder {
             )));
         }
         let tls = self.tls.build().map_err(MemcachedStoreError::InvalidTls)?;
+        if let Some(node) = nodes
+            .iter()
+            .find(|node| node.is_unix())
+            .filter(|_| tls.is_some())
+        {
+            return Err(MemcachedStoreError::InvalidTls(format!(
+                "{node} is a Unix socket: memcached speaks TLS on TCP only"
+            )));
+        }
         let ring = (nodes.len() > 1).then(|| Ring::new(&nodes));
         Ok(MemcachedStore {
             inner: Arc::new(Inner {
@@ -341,7 +358,33 @@ impl MemcachedStore {
             .connect(self.inner.tls.as_ref(), self.inner.connect_timeout)
             .await
             .map_err(|err| self.failure(node, format!("cannot connect: {err}"), false))?;
+        self.check_version(node, &conn).await?;
         Ok(connections.keep(node, conn))
+    }
+
+    /// Refuses a memcached older than [`MIN_VERSION`] on a new connection, before any
+    /// session command is sent on it.
+    async fn check_version(&self, node: usize, conn: &Connection) -> Result<(), StoreError> {
+        let asked = conn.call(b"version\r\n".to_vec());
+        let reply = match tokio::time::timeout(self.inner.response_timeout, asked).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(closed)) => return Err(self.failure(node, closed.to_string(), false)),
+            Err(_) => return Err(StoreError::TimedOut(self.inner.response_timeout)),
+        };
+        match version_of(&reply.line()) {
+            Some(version) if version < MIN_VERSION => Err(self.failure(
+                node,
+                format!(
+                    "memcached {}.{}.{} is too old: the store needs {}.{}.{} or later (its \
+                     meta protocol)",
+                    version.0, version.1, version.2, MIN_VERSION.0, MIN_VERSION.1, MIN_VERSION.2
+                ),
+                false,
+            )),
+            // A server that names its version otherwise is given the benefit of the doubt:
+            // the connection closes at its first error line anyway.
+            _ => Ok(()),
+        }
     }
 
     /// Sends one command to `node` and waits for its answer within the response timeout. A
@@ -448,16 +491,38 @@ fn merged_onto(value: &[u8], changes: &ChangeSet) -> Option<SessionMap> {
 
 /// The exptime memcached understands for a TTL: seconds up to 30 days, an absolute Unix
 /// time beyond (memcached reads any larger number as one). Never 0, which means "forever".
+///
+/// memcached keeps times as 32-bit signed numbers: an absolute time past 2038-01-19 wraps
+/// to the past, and the item would be stored expired (a 12-year TTL lost every session).
+/// Such a TTL is cut to that date.
 fn expiry(ttl: Duration) -> u64 {
-    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-    let secs = secs.max(1);
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0))
+        .max(1);
     if secs <= MAX_RELATIVE_TTL {
         return secs;
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    now + secs
+    now.saturating_add(secs).min(MAX_EXPTIME)
+}
+
+/// The version a `version` answer names (`VERSION 1.6.18`), if it is three numbers.
+fn version_of(line: &str) -> Option<(u32, u32, u32)> {
+    let text = line.strip_prefix("VERSION ")?;
+    // Builds may add a suffix (`1.6.21-beta`).
+    let digits = text
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()?;
+    let mut parts = digits.split('.').map(str::parse::<u32>);
+    let version = (
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    );
+    Some(version)
 }
 
 /// Whether a store error is a connection that closed under an operation.
@@ -514,9 +579,20 @@ impl MemcachedStore {
         if reply.number(b'f') == Some(MOVED_FLAGS) {
             return Ok(Some(Item::Moved));
         }
-        let cas = reply
-            .number(b'c')
-            .ok_or_else(|| StoreError::corrupt("memcached sent no CAS token"))?;
+        let cas = match reply.number::<u64>(b'c') {
+            // memcached started with `-C`: every compare-and-swap would fail.
+            Some(0) => {
+                return Err(self.failure(
+                    node,
+                    "memcached runs without CAS (its -C option): the session store needs \
+                     compare-and-swap to save"
+                        .to_owned(),
+                    false,
+                ))
+            }
+            Some(cas) => cas,
+            None => return Err(StoreError::corrupt("memcached sent no CAS token")),
+        };
         Ok(Some(
             match decode(&reply.take_value().unwrap_or_default()) {
                 Ok(record) => Item::Record(record, cas),
@@ -662,7 +738,16 @@ impl MemcachedStore {
             Write::Done => {}
             Write::Lost | Write::Missing => return Err(StoreError::IdInUse),
         }
-        let marked = self.mark_moved(key, cas, ttl).await?;
+        let marked = match self.mark_moved(key, cas, ttl).await {
+            Ok(marked) => marked,
+            Err(err) => {
+                // The old node failed (or its answer was lost): take the copy back, as best
+                // we can, so that no session is left under an id nobody was given. If the
+                // mark was applied after all, the session is lost; the request gets a 503.
+                let _ = self.delete_item(to, None).await;
+                return Err(err);
+            }
+        };
         if !matches!(marked, Write::Done) {
             self.delete_item(to, None).await?;
         }
@@ -720,7 +805,7 @@ impl SessionStore for MemcachedStore {
                 b"VA" => {
                     let value = reply.take_value().unwrap_or_default();
                     let record = decode(&value)?;
-                    if let Some(cas) = reply.number(b'c') {
+                    if let Some(cas) = reply.number(b'c').filter(|&cas| cas != 0) {
                         self.inner.reads.remember(*id, cas, value);
                     }
                     Ok(Some(record))
@@ -820,6 +905,29 @@ mod tests {
             .as_secs();
         let absolute = expiry(Duration::from_hours(31 * 24));
         assert!(absolute >= now + 31 * 24 * 3600 && absolute <= now + 31 * 24 * 3600 + 5);
+        for endless in [Duration::from_hours(20 * 365 * 24), Duration::MAX] {
+            assert_eq!(expiry(endless), MAX_EXPTIME, "memcached's last time, 2038");
+        }
+    }
+
+    #[test]
+    fn versions_are_read_from_the_version_answer() {
+        assert_eq!(version_of("VERSION 1.6.18"), Some((1, 6, 18)));
+        assert_eq!(version_of("VERSION 1.6.21-beta"), Some((1, 6, 21)));
+        assert_eq!(version_of("VERSION 1.6.9"), Some((1, 6, 9)));
+        assert!(version_of("VERSION 1.6.9").unwrap() < MIN_VERSION);
+        assert!(version_of("VERSION 1.10.0").unwrap() > MIN_VERSION);
+        assert_eq!(version_of("VERSION dragonfly"), None);
+        assert_eq!(version_of("ERROR"), None);
+    }
+
+    #[test]
+    fn tls_to_a_unix_socket_is_refused_when_the_store_is_built() {
+        let err = MemcachedStore::builder("unix:///run/memcached.sock")
+            .root_certificate(Vec::new())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, MemcachedStoreError::InvalidTls(_)), "{err}");
     }
 
     #[test]

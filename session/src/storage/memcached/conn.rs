@@ -71,6 +71,13 @@ impl Reply {
         self.value.take()
     }
 
+    /// Whether the answer is `ERROR` or `CLIENT_ERROR`: the server did not take the command
+    /// as it was sent. (`SERVER_ERROR`, such as an item over the size limit, answers a
+    /// command the server read whole.)
+    pub(super) fn is_protocol_error(&self) -> bool {
+        matches!(self.status(), b"ERROR" | b"CLIENT_ERROR")
+    }
+
     /// The whole first line, for error messages.
     pub(super) fn line(&self) -> String {
         String::from_utf8_lossy(&self.line).into_owned()
@@ -254,8 +261,16 @@ async fn read<R: AsyncRead + Unpin>(
                         shared.close(&format!("an answer no command asked for: {}", reply.line()));
                         return;
                     };
+                    // An error line says the server did not read the command as sent: it
+                    // may answer the rest of it too (a value read as a command), and every
+                    // answer after it would go to the wrong request. The connection closes.
+                    let out_of_step = reply.is_protocol_error().then(|| reply.line());
                     // The request may have stopped waiting (a timeout): its answer is dropped.
                     let _ = answer.send(Ok(reply));
+                    if let Some(line) = out_of_step {
+                        shared.close(&format!("closed after the error answer {line:?}"));
+                        return;
+                    }
                 }
                 Ok(None) => break,
                 Err(err) => {
@@ -402,5 +417,36 @@ mod tests {
         assert!(answer.unwrap_err().to_string().contains("closed"));
         assert!(conn.is_closed());
         assert!(conn.call(b"mn\r\n".to_vec()).await.is_err());
+    }
+
+    /// memcached before 1.6.10 answered a set in today's form with `CLIENT_ERROR`, then read
+    /// its value as a command and answered `ERROR`: one command, two answers. The request
+    /// behind must fail, not take the stray answer for its own.
+    #[tokio::test]
+    async fn an_error_answer_closes_the_connection_so_no_answer_goes_astray() {
+        let (client, mut server) = tokio::io::duplex(1024);
+        let (reader, writer) = tokio::io::split(client);
+        let conn = Connection::start(reader, writer);
+        let calls = futures_util::future::join(
+            conn.call(b"ms k 2 T9\r\n{}\r\n".to_vec()),
+            conn.call(b"mg other v\r\n".to_vec()),
+        );
+        let serve = async {
+            let mut got = Vec::new();
+            while !got.ends_with(b"mg other v\r\n") {
+                let mut buf = [0; 64];
+                let n = server.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            server
+                .write_all(b"CLIENT_ERROR invalid flag\r\nERROR\r\nVA 2\r\n{}\r\n")
+                .await
+                .unwrap();
+            server
+        };
+        let ((set, get), _server) = tokio::join!(calls, serve);
+        assert_eq!(set.unwrap().status(), b"CLIENT_ERROR");
+        assert!(get.unwrap_err().to_string().contains("CLIENT_ERROR"));
+        assert!(conn.is_closed());
     }
 }

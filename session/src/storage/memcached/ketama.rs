@@ -36,7 +36,7 @@ pub(super) struct Ring {
 impl Ring {
     /// The ring of `nodes`, in their order (a node's index is its place in the list).
     pub(super) fn new(nodes: &[Node]) -> Self {
-        let total: u32 = nodes.iter().map(|node| node.weight).sum();
+        let total: u64 = nodes.iter().map(|node| u64::from(node.weight)).sum();
         #[allow(clippy::cast_precision_loss)] // as libmemcached: single precision
         let (total, count) = (total as f32, nodes.len() as f32);
         let mut points = Vec::new();

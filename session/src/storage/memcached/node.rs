@@ -76,7 +76,9 @@ impl Node {
             None => DEFAULT_PORT,
             Some(port) => port
                 .parse()
-                .map_err(|_| format!("{spec:?}: {port:?} is not a port"))?,
+                .ok()
+                .filter(|&port: &u16| port > 0)
+                .ok_or_else(|| format!("{spec:?}: {port:?} is not a port"))?,
         };
         let weight = match numbers.next() {
             None => 1,
@@ -96,6 +98,11 @@ impl Node {
             },
             weight,
         })
+    }
+
+    /// Whether the node is a Unix socket.
+    pub(super) fn is_unix(&self) -> bool {
+        matches!(self.address, Address::Unix(_))
     }
 
     /// The node's name on libmemcached's hash ring: the host name as given (an IPv6

@@ -31,6 +31,10 @@ use crate::SessionId;
 /// How many reads each thread remembers: more than the requests one worker has between a
 /// load and its save under load (the oldest are forgotten first).
 const CAPACITY: usize = 64;
+/// The largest item a thread remembers: with [`CAPACITY`] reads, at most 1 MiB per thread.
+/// Without a bound, a visitor who grew a session to memcached's 1 MiB limit could make each
+/// worker hold 64 MiB. A larger item's save reads it again, as without the memo.
+const MAX_VALUE_BYTES: usize = 16 * 1024;
 
 struct Read {
     store: u64,
@@ -58,11 +62,16 @@ impl RecentReads {
         }
     }
 
-    /// Remembers that session `id`'s item held `value` at token `cas`.
+    /// Remembers that session `id`'s item held `value` at token `cas`, if the value is at
+    /// most [`MAX_VALUE_BYTES`] long (a larger one only forgets what was remembered of the
+    /// session).
     pub(super) fn remember(self, id: SessionId, cas: u64, value: Vec<u8>) {
         READS.with(|reads| {
             let mut reads = reads.borrow_mut();
             reads.retain(|read| !(read.store == self.store && read.id == id));
+            if value.len() > MAX_VALUE_BYTES {
+                return;
+            }
             if reads.len() >= CAPACITY {
                 reads.pop_front();
             }
@@ -109,5 +118,16 @@ mod tests {
         }
         assert_eq!(one.take(first), None, "forgotten");
         READS.with(|reads| assert_eq!(reads.borrow().len(), CAPACITY));
+    }
+
+    #[test]
+    fn a_large_item_is_not_remembered_and_replaces_what_was() {
+        let reads = RecentReads::new();
+        let id = SessionId::generate();
+        reads.remember(id, 1, b"{}".to_vec());
+        reads.remember(id, 2, vec![b' '; MAX_VALUE_BYTES + 1]);
+        assert_eq!(reads.take(id), None);
+        reads.remember(id, 3, vec![b' '; MAX_VALUE_BYTES]);
+        assert_eq!(reads.take(id).map(|(cas, _)| cas), Some(3));
     }
 }
