@@ -34,6 +34,10 @@ pub(crate) struct SessionConfig {
     pub(crate) ttl_extension: TtlExtension,
     pub(crate) conflict_policy: ConflictPolicy,
     pub(crate) store_timeout: Duration,
+    /// A session ends this long after it was created or last renewed, however active.
+    pub(crate) absolute_timeout: Option<Duration>,
+    /// Under [`TtlExtension::OnEveryRequest`], the TTL is extended at most this often.
+    pub(crate) extension_interval: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -50,6 +54,8 @@ impl Default for SessionConfig {
             ttl_extension: TtlExtension::OnChange,
             conflict_policy: ConflictPolicy::LastWriteWins,
             store_timeout: Duration::from_secs(2),
+            absolute_timeout: None,
+            extension_interval: None,
         }
     }
 }
@@ -68,6 +74,9 @@ impl SessionConfig {
         }
         if self.store_timeout.is_zero() {
             return Err("the store timeout must be more than zero".to_owned());
+        }
+        if self.absolute_timeout.is_some_and(|t| t.as_secs() == 0) {
+            return Err("the absolute timeout must be at least one second".to_owned());
         }
         for (what, value) in [("path", Some(&self.path)), ("domain", self.domain.as_ref())] {
             if let Some(value) = value {
@@ -123,9 +132,19 @@ impl SessionConfig {
 
     /// The cookie that carries `id`.
     pub(crate) fn session_cookie(&self, id: &SessionId) -> Cookie<'static> {
-        let mut cookie = self.base_cookie(id.as_str().to_owned());
-        if !self.browser_session {
-            cookie.set_max_age(ttl_as_cookie_duration(self.ttl));
+        self.cookie_with(id.as_str().to_owned(), self.ttl, self.browser_session)
+    }
+
+    /// The session cookie holding `value`, with Max-Age `ttl` unless `browser_session`.
+    pub(crate) fn cookie_with(
+        &self,
+        value: String,
+        ttl: Duration,
+        browser_session: bool,
+    ) -> Cookie<'static> {
+        let mut cookie = self.base_cookie(value);
+        if !browser_session {
+            cookie.set_max_age(ttl_as_cookie_duration(ttl));
         }
         cookie
     }

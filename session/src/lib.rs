@@ -127,6 +127,7 @@ mod config;
 mod cookie;
 mod error;
 mod id;
+mod lifetime;
 mod middleware;
 mod plan;
 mod session;

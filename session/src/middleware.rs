@@ -14,7 +14,10 @@ use actix_web::{
     body::{EitherBody, MessageBody},
     cookie::SameSite,
     dev::{Service, ServiceRequest, ServiceResponse, Transform},
-    http::{header::SET_COOKIE, StatusCode},
+    http::{
+        header::{HeaderValue, SET_COOKIE},
+        StatusCode,
+    },
     Error, HttpMessage, ResponseError,
 };
 use futures_util::future::LocalBoxFuture;
@@ -205,6 +208,52 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
         self
     }
 
+    /// Ends every session this long after it was created or last
+    /// [renewed](crate::Session::renew), however active it is (default none: a session
+    /// lives while it is used within its TTL, the idle timeout). The OWASP session guidance
+    /// asks for both. A request on an older session is a new visitor's: the record is
+    /// deleted and the cookie removed (or replaced, if the request stores something).
+    ///
+    /// The creation time is kept with the session (a bookkeeping key the app does not see)
+    /// and read with it: the check costs no round-trip. A session stored before this was set
+    /// gets its creation time at its next save.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware};
+    ///
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .ttl(Duration::from_mins(30)) // idle timeout
+    ///     .absolute_timeout(Duration::from_hours(12))
+    ///     .build();
+    /// ```
+    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.config.absolute_timeout = Some(timeout);
+        self
+    }
+
+    /// Under [`TtlExtension::OnEveryRequest`], extends a session's TTL at most once per
+    /// `interval` (default: on every request). A request in between that only reads the
+    /// session writes nothing to the store and sends no cookie; the cookie's Max-Age is
+    /// renewed with each extension. A tenth of the TTL is a good choice: a session then
+    /// lives between 90% and 100% of the TTL after its last use. The time of the last
+    /// extension is kept with the session (a bookkeeping key the app does not see).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware, TtlExtension};
+    ///
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .ttl(Duration::from_hours(24))
+    ///     .ttl_extension(TtlExtension::OnEveryRequest)
+    ///     .ttl_extension_interval(Duration::from_mins(144))
+    ///     .build();
+    /// ```
+    pub fn ttl_extension_interval(mut self, interval: Duration) -> Self {
+        self.config.extension_interval = Some(interval);
+        self
+    }
+
     /// How long one store operation may take before the request gets a 503 (default 2 s).
     ///
     /// A 503 from a save means "outcome unknown": the store may have applied it before its
@@ -344,7 +393,7 @@ where
             match this.stage.as_mut().project() {
                 StageProj::Handler { response } => {
                     let res = ready!(response.poll(cx))?;
-                    let ending = this.session.end(this.inner.config.ttl_extension);
+                    let ending = this.session.end(&this.inner.config);
                     if let Ending::Unused = ending {
                         // The session was never used: nothing to save, nothing to allocate.
                         return Poll::Ready(Ok(res.map_into_left_body()));
@@ -379,6 +428,10 @@ impl<S: SessionStore> LoadSession for Inner<S> {
                 Ok(record) => Ok(record),
             }
         })
+    }
+
+    fn absolute_timeout(&self) -> Option<Duration> {
+        self.config.absolute_timeout
     }
 }
 
@@ -426,6 +479,13 @@ impl<S: SessionStore> Inner<S> {
             Ending::Save(plan) => plan,
         };
         let rule = plan.cookie;
+        let own_cookie = (plan.ttl.is_some() || plan.browser_session.is_some()).then(|| {
+            (
+                plan.ttl.unwrap_or(self.config.ttl),
+                plan.browser_session.unwrap_or(self.config.browser_session),
+            )
+        });
+        let browser_session = own_cookie.map_or(self.config.browser_session, |(_, b)| b);
         let written = match self.execute(plan).await {
             Ok(written) => written,
             Err(err) => {
@@ -435,7 +495,7 @@ impl<S: SessionStore> Inner<S> {
                 return replace(res, SessionError::Store(err).status_code());
             }
         };
-        let action = match rule.apply(written, self.config.browser_session) {
+        let action = match rule.apply(written, browser_session) {
             Ok(action) => action,
             Err(refusal) => {
                 match refusal {
@@ -452,7 +512,15 @@ impl<S: SessionStore> Inner<S> {
         };
         let header = match action {
             CookieAction::Keep => return res.map_into_left_body(),
-            CookieAction::Set(id) => self.cookies.set(&id),
+            // A session with its own TTL or cookie kind ("remember me"): rendered for it.
+            CookieAction::Set(id) => match own_cookie {
+                None => self.cookies.set(&id),
+                Some((ttl, browser_session)) => HeaderValue::try_from(
+                    self.config
+                        .cookie_with(id.as_str().to_owned(), ttl, browser_session)
+                        .to_string(),
+                ),
+            },
             CookieAction::Remove => Ok(self.cookies.removal()),
         };
         match header {
@@ -469,16 +537,14 @@ impl<S: SessionStore> Inner<S> {
         }
     }
 
-    fn change_set(&self, changes: Vec<KeyChange>) -> ChangeSet {
-        ChangeSet::new(changes, self.config.conflict_policy, self.config.ttl)
-    }
-
     /// Runs the plan's delete and write.
     async fn execute(&self, plan: SavePlan) -> Result<Written, StoreError> {
         if let Some(old) = &plan.delete {
             self.timed(self.store.delete(old)).await?;
         }
-        let ttl = self.config.ttl;
+        let ttl = plan.ttl.unwrap_or(self.config.ttl);
+        let change_set =
+            |changes: Vec<KeyChange>| ChangeSet::new(changes, self.config.conflict_policy, ttl);
         Ok(match plan.write {
             Write::Nothing => Written::Nothing,
             // The request has its session already: a failed extension is logged, and the
@@ -496,11 +562,11 @@ impl<S: SessionStore> Inner<S> {
                 Written::Created(new)
             }
             Write::Update(id, changes) => {
-                let changes = self.change_set(changes);
+                let changes = change_set(changes);
                 Written::Updated(id, self.timed(self.store.update(&id, &changes)).await?)
             }
             Write::Renew(id, changes) => {
-                let changes = self.change_set(changes);
+                let changes = change_set(changes);
                 let new = SessionId::generate();
                 Written::Renewed(
                     new,

@@ -8,13 +8,17 @@
 //! `Set-Cookie` at all, so a late response can never overwrite the cookie that a concurrent
 //! renew (a log-in) has just set.
 
+use std::time::Duration;
+
 use crate::{
-    config::TtlExtension,
     storage::{KeyChange, SaveOutcome, SessionMap},
     SessionId,
 };
 
 /// What a request left of its session, as the plan needs it.
+// Independent facts about one request, each read once by `SavePlan::new`: no state machine
+// hides among them.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Default)]
 pub(crate) struct Ended {
     /// The id of the stored record the session was loaded from; `None` for a session not
@@ -32,6 +36,16 @@ pub(crate) struct Ended {
     pub(crate) purge: Option<SessionId>,
     /// The request carried a session cookie, which a removal must clear.
     pub(crate) had_cookie: bool,
+    /// A read-only request extends the TTL with a touch
+    /// ([`TtlExtension::OnEveryRequest`](crate::TtlExtension::OnEveryRequest), unthrottled).
+    pub(crate) touch: bool,
+    /// The session's own TTL, if it has one ([`Session::set_ttl`](crate::Session::set_ttl)).
+    pub(crate) ttl: Option<Duration>,
+    /// The session's own cookie kind, if it has one.
+    pub(crate) browser_session: Option<bool>,
+    /// This request changed the session's own TTL or cookie kind: a response that keeps
+    /// the session re-sends its cookie, even a browser-session one.
+    pub(crate) cookie_changed: bool,
 }
 
 /// What to do at the end of a request that used its session.
@@ -41,6 +55,10 @@ pub(crate) struct SavePlan {
     pub(crate) delete: Option<SessionId>,
     pub(crate) write: Write,
     pub(crate) cookie: CookieRule,
+    /// The session's own TTL, in place of the middleware's, if it has one.
+    pub(crate) ttl: Option<Duration>,
+    /// The session's own cookie kind, in place of the middleware's, if it has one.
+    pub(crate) browser_session: Option<bool>,
 }
 
 /// The store write of a [`SavePlan`].
@@ -48,7 +66,7 @@ pub(crate) struct SavePlan {
 pub(crate) enum Write {
     /// Nothing to write.
     Nothing,
-    /// Extend the TTL of this record (read-only request, [`TtlExtension::OnEveryRequest`]).
+    /// Extend the TTL of this record (read-only request, [`TtlExtension::OnEveryRequest`](crate::TtlExtension::OnEveryRequest)).
     Touch(SessionId),
     /// Store a new session, with this data, under a fresh id.
     Create(SessionMap),
@@ -78,6 +96,8 @@ pub(crate) enum Written {
 pub(crate) struct CookieRule {
     purged: bool,
     had_cookie: bool,
+    /// Re-send the cookie on any successful save (its attributes changed).
+    resend: bool,
 }
 
 /// What the response does with the cookie.
@@ -102,13 +122,13 @@ pub(crate) enum Refusal {
 
 impl SavePlan {
     /// The plan for a session as the handler left it.
-    pub(crate) fn new(ended: Ended, ttl_extension: TtlExtension) -> Self {
+    pub(crate) fn new(ended: Ended) -> Self {
         let write = match ended.record {
             None if ended.data.is_empty() => Write::Nothing,
             None => Write::Create(ended.data),
             Some(id) if ended.renew => Write::Renew(id, ended.changes),
             Some(id) if !ended.changes.is_empty() => Write::Update(id, ended.changes),
-            Some(id) if ttl_extension == TtlExtension::OnEveryRequest => Write::Touch(id),
+            Some(id) if ended.touch => Write::Touch(id),
             Some(_) => Write::Nothing,
         };
         Self {
@@ -117,7 +137,10 @@ impl SavePlan {
             cookie: CookieRule {
                 purged: ended.purged,
                 had_cookie: ended.had_cookie,
+                resend: ended.cookie_changed,
             },
+            ttl: ended.ttl,
+            browser_session: ended.browser_session,
         }
     }
 }
@@ -137,7 +160,7 @@ impl CookieRule {
             CookieAction::Keep
         };
         let extended = |id| {
-            if browser_session {
+            if browser_session && !self.resend {
                 CookieAction::Keep
             } else {
                 CookieAction::Set(id)
@@ -181,7 +204,7 @@ mod tests {
     }
 
     fn plan(ended: Ended) -> SavePlan {
-        SavePlan::new(ended, TtlExtension::OnChange)
+        SavePlan::new(ended)
     }
 
     #[test]
@@ -228,18 +251,34 @@ mod tests {
     #[test]
     fn a_touch_re_sends_the_cookie_only_if_the_session_is_still_there() {
         let old = id();
-        let plan = SavePlan::new(
-            Ended {
-                record: Some(old),
-                had_cookie: true,
-                ..Ended::default()
-            },
-            TtlExtension::OnEveryRequest,
-        );
+        let plan = SavePlan::new(Ended {
+            record: Some(old),
+            had_cookie: true,
+            touch: true,
+            ..Ended::default()
+        });
         assert_eq!(plan.write, Write::Touch(old));
         let answer = |alive| plan.cookie.apply(Written::Touched(old, alive), false);
         assert_eq!(answer(true), Ok(CookieAction::Set(old)));
         assert_eq!(answer(false), Ok(CookieAction::Keep));
+    }
+
+    #[test]
+    fn a_changed_cookie_kind_is_sent_even_for_a_browser_session_cookie() {
+        let old = id();
+        let plan = plan(Ended {
+            record: Some(old),
+            changes: change(),
+            had_cookie: true,
+            browser_session: Some(true),
+            cookie_changed: true,
+            ..Ended::default()
+        });
+        assert_eq!(
+            plan.cookie
+                .apply(Written::Updated(old, SaveOutcome::Saved), true),
+            Ok(CookieAction::Set(old))
+        );
     }
 
     #[test]

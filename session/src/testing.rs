@@ -137,6 +137,7 @@ fn cases<S: SessionStore>() -> Vec<(&'static str, Case<S>)> {
         strict_conflict_refuses_the_whole_change_set,
         strict_conflict_on_a_key_removed_since_load,
         strict_update_passes_when_nothing_changed_since_load,
+        strict_policy_never_checks_bookkeeping_keys,
         last_write_wins_ignores_seen_values,
         renew_moves_data_and_deletes_old_id,
         renew_leaves_the_old_id_moved,
@@ -372,6 +373,38 @@ async fn strict_update_passes_when_nothing_changed_since_load<S: SessionStore>(s
     assert_eq!(
         store.load(&id).await.unwrap(),
         Some(map(&[("a", "2"), ("b", "9"), ("c", "3")]))
+    );
+}
+
+/// Keys that start with NUL are the middleware's bookkeeping (when the TTL was last
+/// extended, say): the strict policy checks the app's keys only, and the last write sets
+/// them.
+async fn strict_policy_never_checks_bookkeeping_keys<S: SessionStore>(store: &S) {
+    let id = seed(store, &[("a", "1"), ("\0touched", "100")]).await;
+    store
+        .update(&id, &update(vec![set("\0touched", "200", Some("100"))]))
+        .await
+        .unwrap();
+    let list = vec![
+        set("a", "2", Some("1")),
+        set("\0touched", "300", Some("100")),
+    ];
+    assert_eq!(
+        store.update(&id, &strict(list)).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    assert_eq!(
+        store.load(&id).await.unwrap(),
+        Some(map(&[("a", "2"), ("\0touched", "300")]))
+    );
+    // The app's keys are still checked beside them.
+    let list = vec![
+        set("a", "3", Some("1")),
+        set("\0touched", "400", Some("300")),
+    ];
+    assert_eq!(
+        store.update(&id, &strict(list)).await.unwrap(),
+        SaveOutcome::Conflict
     );
 }
 

@@ -444,6 +444,10 @@ mod tests {
         ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
             Box::pin(async { Ok(Some(self.0.clone())) })
         }
+
+        fn absolute_timeout(&self) -> Option<std::time::Duration> {
+            None
+        }
     }
 
     /// Writes its fields in the opposite order to the one it reads them in.

@@ -27,6 +27,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/two", web::get().to(two_extractors))
         .route("/ext", web::get().to(through_ext))
         .route("/big/{kib}", web::post().to(big))
+        .route("/keys", web::get().to(keys))
+        .route("/remember/{secs}", web::post().to(remember))
+        .route("/browser-session/{on}", web::post().to(browser_session))
         .route("/typed/counter", web::get().to(typed_counter))
         .route("/typed/visit", web::post().to(typed_visit))
         .route("/typed/visit-slow", web::post().to(typed_visit_slow))
@@ -237,4 +240,23 @@ async fn typed_cart_slow(mut cart: Typed<Cart>, item: web::Path<String>) -> Stri
 
 async fn typed_profile(profile: Typed<Profile>) -> String {
     format!("{:?}", *profile)
+}
+
+/// The session's keys as the app sees them, sorted, comma-separated.
+async fn keys(session: Session) -> actix_web::Result<String> {
+    let mut keys = session.keys()?;
+    keys.sort();
+    Ok(keys.join(","))
+}
+
+/// "Remember me": this session's own TTL, in seconds.
+async fn remember(session: Session, secs: web::Path<u64>) -> actix_web::Result<&'static str> {
+    session.set_ttl(Duration::from_secs(*secs))?;
+    Ok("remembered")
+}
+
+/// This session's own cookie kind.
+async fn browser_session(session: Session, on: web::Path<bool>) -> actix_web::Result<&'static str> {
+    session.set_browser_session(*on)?;
+    Ok("set")
 }

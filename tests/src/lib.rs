@@ -10,6 +10,7 @@ pub mod app;
 pub mod certificates;
 pub mod faults;
 pub mod instances;
+pub mod lifecycle;
 pub mod logs;
 pub mod proxy;
 pub mod races;
@@ -107,6 +108,10 @@ macro_rules! session_suite {
             renew_with_requests_in_flight_keeps_the_user_logged_in,
             two_concurrent_renews_leave_one_working_session,
             purge_with_requests_in_flight_stays_final,
+            absolute_timeout_ends_an_active_session,
+            renew_starts_the_absolute_timeout_again,
+            a_session_keeps_its_own_ttl_and_cookie_kind,
+            ttl_extensions_are_throttled_to_the_interval,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {

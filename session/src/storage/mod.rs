@@ -18,8 +18,11 @@
 //!   that still exists and can be read ([`SaveOutcome::Gone`] otherwise, or
 //!   [`SaveOutcome::Moved`] when the record was renewed to another id). Under
 //!   [`ConflictPolicy::Strict`] a change whose key no longer holds the value it had at load
-//!   refuses the whole change set ([`SaveOutcome::Conflict`]). A record left with no keys is
-//!   deleted ([`SaveOutcome::Emptied`]). An update sets the record's time to live.
+//!   refuses the whole change set ([`SaveOutcome::Conflict`]), except for keys that start
+//!   with a NUL character ([`is_bookkeeping`]): the middleware's own (when the session was
+//!   created, its lifetime, when its TTL was last extended), which the last write sets. A
+//!   record left with no keys is deleted ([`SaveOutcome::Emptied`]). An update sets the
+//!   record's time to live.
 //! - [`renew`](SessionStore::renew) moves a record to a new id, applying a change set on
 //!   the way under the same rules, and leaves a marker at the old id for
 //!   [`MOVED_MARKER_TTL`] (at most the session's TTL): an update or renew of the old id
@@ -63,6 +66,16 @@ pub use self::redis::{RedisStore, RedisStoreBuilder, RedisStoreError};
 
 /// A session's stored record: each session key with its value as JSON text.
 pub type SessionMap = HashMap<String, String>;
+
+/// Whether `key` is the middleware's bookkeeping rather than the app's: it starts with a NUL
+/// character, which [`Session::insert`](crate::Session::insert) refuses. A record holds such
+/// keys beside the app's (when the session was created or renewed, its own TTL, when its
+/// TTL was last extended); a store keeps them as any other key, except that
+/// [`ConflictPolicy::Strict`] never checks them ([`ChangeSet::conflicts_with`] skips them).
+#[must_use]
+pub fn is_bookkeeping(key: &str) -> bool {
+    key.starts_with('\0')
+}
 
 /// How long the old id of a renewed session stays marked as moved: a request still in flight
 /// on it when the session was renewed (an asset, an XHR sent before the log-in answered)
@@ -235,11 +248,15 @@ impl ChangeSet {
     }
 
     /// Whether the change set must be refused because it is under the strict policy and
-    /// `current` no longer holds, for some changed key, the value seen at load.
+    /// `current` no longer holds, for some changed key, the value seen at load. Bookkeeping
+    /// keys ([`is_bookkeeping`]) are not checked.
     #[must_use]
     pub fn conflicts_with(&self, current: &impl Record) -> bool {
         self.policy == ConflictPolicy::Strict
-            && self.changes.iter().any(|c| current.get(&c.key) != c.seen())
+            && self
+                .changes
+                .iter()
+                .any(|c| !is_bookkeeping(&c.key) && current.get(&c.key) != c.seen())
     }
 
     /// Applies the changes to `record`, ignoring the conflict policy.

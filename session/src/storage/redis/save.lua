@@ -116,8 +116,12 @@ if target and redis.call('EXISTS', target) == 1 then return 'taken' end
 if strict == '1' then
   for i = 0, n - 1 do
     local at = 6 + i * 5
-    local current = redis.call('HGET', key, ARGV[at])
-    if ARGV[at + 3] == '1' then
+    -- Fields that start with NUL are the middleware's bookkeeping: never checked.
+    local checked = ARGV[at]:byte(1) ~= 0
+    local current = checked and redis.call('HGET', key, ARGV[at])
+    if not checked then
+      -- The last write sets it.
+    elseif ARGV[at + 3] == '1' then
       if current ~= stored_form(ARGV[at + 4]) then return done('conflict') end
     elseif current then
       return done('conflict')

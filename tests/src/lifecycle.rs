@@ -1,0 +1,161 @@
+//! Session lifecycle through the middleware, on any store: the absolute timeout, a
+//! session's own TTL and cookie kind ("remember me"), and throttled TTL extensions. Part of
+//! the middleware suite ([`session_suite!`](crate::session_suite)).
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use actix_kv_session::{storage::SessionStore, SessionMiddleware, TtlExtension};
+use actix_web::cookie::time;
+
+use crate::{
+    init_app,
+    stores::CountingStore,
+    suite::{get, post},
+};
+
+async fn sleep(duration: Duration) {
+    actix_web::rt::time::sleep(duration).await;
+}
+
+/// With an absolute timeout, a session ends that long after it was created however active
+/// it is: the next request is a new visitor's, the old record is deleted, and a request that
+/// stores nothing removes the cookie. The creation time is in the record, and the app never
+/// sees it.
+pub async fn absolute_timeout_ends_an_active_session<S: SessionStore + Clone>(store: S) {
+    let mw = SessionMiddleware::builder(store.clone())
+        .ttl(Duration::from_mins(1))
+        .absolute_timeout(Duration::from_secs(2))
+        .build();
+    let app = init_app!(mw);
+    let first = get(&app, "/counter", None).await;
+    let id = first.id();
+    let record = store.load(&id).await.unwrap().expect("stored");
+    assert!(
+        record.contains_key("\0created"),
+        "the creation time is kept with the session: {record:?}"
+    );
+    assert_eq!(get(&app, "/keys", Some(id.as_str())).await.body, "foo");
+    sleep(Duration::from_millis(1100)).await;
+    let active = get(&app, "/counter", Some(id.as_str())).await;
+    assert_eq!((active.body.as_str(), active.id()), ("2", id));
+    sleep(Duration::from_secs(1)).await;
+    // Two seconds after creation, one after its last use: over.
+    let read = get(&app, "/get/foo", Some(id.as_str())).await;
+    assert_eq!(read.body, "none");
+    let removal = read.cookie.expect("the cookie is removed");
+    assert_eq!(removal.max_age(), Some(time::Duration::ZERO));
+    assert_eq!(
+        store.load(&id).await.unwrap(),
+        None,
+        "the record is deleted"
+    );
+
+    // A request that stores something gets a new session, created now.
+    let first = get(&app, "/counter", None).await;
+    sleep(Duration::from_millis(2100)).await;
+    let after = get(&app, "/counter", Some(first.id().as_str())).await;
+    assert_eq!(after.body, "1");
+    assert_ne!(after.id(), first.id());
+    assert_eq!(store.load(&first.id()).await.unwrap(), None);
+}
+
+/// A renew (log-in) starts the absolute timeout again: the session after a privilege change
+/// is a new one.
+pub async fn renew_starts_the_absolute_timeout_again<S: SessionStore + Clone>(store: S) {
+    let mw = SessionMiddleware::builder(store.clone())
+        .absolute_timeout(Duration::from_secs(2))
+        .build();
+    let app = init_app!(mw);
+    let id = get(&app, "/counter", None).await.id();
+    sleep(Duration::from_millis(1500)).await;
+    let renewed = post(&app, "/login/alice", Some(id.as_str())).await.id();
+    sleep(Duration::from_secs(1)).await;
+    // 2.5 s after creation, 1 s after the log-in: alive.
+    assert_eq!(
+        get(&app, "/get/user", Some(renewed.as_str())).await.body,
+        "\"alice\""
+    );
+}
+
+/// A handler sets this session's TTL ("remember me"): the cookie's Max-Age follows it on
+/// every response that sets the cookie, across requests and across a renew, and the store
+/// expires the session by it. Its cookie kind is its own too.
+pub async fn a_session_keeps_its_own_ttl_and_cookie_kind<S: SessionStore + Clone>(store: S) {
+    let mw = SessionMiddleware::builder(store.clone())
+        .ttl(Duration::from_mins(1))
+        .build();
+    let app = init_app!(mw);
+    let id = get(&app, "/counter", None).await.id();
+    let max_age = |reply: &crate::suite::Reply| {
+        reply
+            .cookie
+            .as_ref()
+            .and_then(actix_web::cookie::Cookie::max_age)
+    };
+    let remembered = post(&app, "/remember/3600", Some(id.as_str())).await;
+    assert_eq!(max_age(&remembered), Some(time::Duration::hours(1)));
+    let later = get(&app, "/counter", Some(id.as_str())).await;
+    assert_eq!(max_age(&later), Some(time::Duration::hours(1)));
+    let renewed = post(&app, "/login/alice", Some(id.as_str())).await;
+    assert_eq!(
+        max_age(&renewed),
+        Some(time::Duration::hours(1)),
+        "kept across renew"
+    );
+    let id = renewed.id();
+    assert_eq!(get(&app, "/keys", Some(id.as_str())).await.body, "foo,user");
+
+    let browser = post(&app, "/browser-session/true", Some(id.as_str())).await;
+    let cookie = browser.cookie.expect("the cookie, now without Max-Age");
+    assert_eq!((cookie.value(), cookie.max_age()), (id.as_str(), None));
+    let next = get(&app, "/counter", Some(id.as_str())).await;
+    assert!(
+        next.cookie.is_none(),
+        "a browser-session cookie is not re-sent"
+    );
+
+    // A short TTL of its own: the store lets the session go after it.
+    let short = get(&app, "/counter", None).await.id();
+    let set = post(&app, "/remember/1", Some(short.as_str())).await;
+    assert_eq!(max_age(&set), Some(time::Duration::seconds(1)));
+    sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.load(&short).await.unwrap(), None);
+}
+
+/// Under the every-request policy with an interval, a read-only request extends the TTL
+/// (one store write, and the cookie) at most once per interval; in between it writes
+/// nothing and sends no cookie, and the session stays alive through the extensions.
+pub async fn ttl_extensions_are_throttled_to_the_interval<S: SessionStore + Clone>(store: S) {
+    let counting = CountingStore::new(store.clone());
+    let mw = SessionMiddleware::builder(counting.clone())
+        .ttl(Duration::from_secs(4))
+        .ttl_extension(TtlExtension::OnEveryRequest)
+        .ttl_extension_interval(Duration::from_secs(2))
+        .build();
+    let app = init_app!(mw);
+    let id = get(&app, "/counter", None).await.id();
+    let writes = || {
+        let calls = counting.calls();
+        calls.update.load(Ordering::SeqCst) + calls.touch.load(Ordering::SeqCst)
+    };
+    let before = writes();
+    for _ in 0..3 {
+        let read = get(&app, "/get/foo", Some(id.as_str())).await;
+        assert_eq!(read.body, "1");
+        assert!(read.cookie.is_none(), "not yet due: {:?}", read.cookie);
+    }
+    assert_eq!(writes(), before, "no store write within the interval");
+    sleep(Duration::from_millis(2100)).await;
+    let due = get(&app, "/get/foo", Some(id.as_str())).await;
+    let cookie = due.cookie.expect("the extension re-sends the cookie");
+    assert_eq!(cookie.max_age(), Some(time::Duration::seconds(4)));
+    assert_eq!(writes(), before + 1, "one extension");
+    assert!(get(&app, "/get/foo", Some(id.as_str()))
+        .await
+        .cookie
+        .is_none());
+    sleep(Duration::from_secs(3)).await;
+    // 5.1 s after creation, 3 s after the extension: alive.
+    assert_eq!(get(&app, "/get/foo", Some(id.as_str())).await.body, "1");
+    assert_eq!(get(&app, "/keys", Some(id.as_str())).await.body, "foo");
+}
