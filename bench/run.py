@@ -164,6 +164,7 @@ def kinds(redis_url, memcached_addr, with_python):
         ("bare-redis", [SERVER, "bare-redis"], {"REDIS_URL": f"{redis_url}/1"}),
         ("ours-memory", [SERVER, "ours-memory"], {}),
         ("ours-memory-strict", [SERVER, "ours-memory", "--strict"], {}),
+        ("ours-memory-signed", [SERVER, "ours-memory-signed"], {}),
         ("ours-redis", [SERVER, "ours-redis"], {"REDIS_URL": f"{redis_url}/2"}),
         ("ours-redis-strict", [SERVER, "ours-redis", "--strict"], {"REDIS_URL": f"{redis_url}/3"}),
         ("ours-memcached", [SERVER, "ours-memcached"], {"MEMCACHED_ADDR": memcached_addr}),
@@ -293,6 +294,9 @@ def report(args, servers, runs, memory_line):
         ("ours (Redis) / sanic_session (Redis)", "ours-redis", "sanic-redis", 10.0),
     ]:
         ratios += [(label, "/counter", a, b, target), (label, "/read", a, b, None)]
+    # What signing the cookie costs (HMAC-SHA256): reported only.
+    ratios += [("ours (memory, signed) / ours (memory)", route, "ours-memory-signed",
+                "ours-memory", None) for route in ("/noop", "/counter", "/read")]
     # Memcached, multi-threaded and spread by the client, should be the fastest shared store.
     ratios += [("ours (Memcached) / ours (Redis)", route, "ours-memcached", "ours-redis", 1.0)
                for route in ("/counter", "/read")]

@@ -8,7 +8,7 @@
 //!
 //! Kinds: `bare` (no session library: a cookie and a map lookup by hand), `bare-redis`
 //! (the same work on Redis by hand: `HGETALL`, then `HSET` and `PEXPIRE`, through a
-//! deadpool-redis pool), `ours-memory`, `ours-redis`, `ours-memcached` (each with
+//! deadpool-redis pool), `ours-memory`, `ours-memory-signed` (signed cookies), `ours-redis`, `ours-memcached` (each with
 //! `--strict` for the strict conflict policy), `as-cookie` and `as-redis` (actix-session
 //! 0.11). `BIND_ADDR`, `REDIS_URL`, `MEMCACHED_ADDR` and `WORKERS` configure it.
 
@@ -78,15 +78,28 @@ fn serve_ours<S: SessionStore>(
     strict: bool,
     stats: Stats,
 ) -> std::io::Result<actix_web::dev::Server> {
+    serve_ours_with(store, strict, None, stats)
+}
+
+/// Our middleware on `store`, with signed cookies when `signing` is given.
+fn serve_ours_with<S: SessionStore>(
+    store: S,
+    strict: bool,
+    signing: Option<actix_kv_session::SigningKey>,
+    stats: Stats,
+) -> std::io::Result<actix_web::dev::Server> {
     let policy = if strict {
         ConflictPolicy::Strict
     } else {
         ConflictPolicy::LastWriteWins
     };
-    let middleware = SessionMiddleware::builder(store)
+    let mut builder = SessionMiddleware::builder(store)
         .secure(false)
-        .conflict_policy(policy)
-        .build();
+        .conflict_policy(policy);
+    if let Some(key) = signing {
+        builder = builder.signing_keys([key]);
+    }
+    let middleware = builder.build();
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(stats.clone()))
@@ -253,6 +266,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ours-memory" => {
             let store = MemoryStore::builder().max_sessions(1_000_000).build();
             serve_ours(store, strict, stats)?
+        }
+        "ours-memory-signed" => {
+            let store = MemoryStore::builder().max_sessions(1_000_000).build();
+            serve_ours_with(
+                store,
+                strict,
+                Some(actix_kv_session::SigningKey::generate()),
+                stats,
+            )?
         }
         "ours-redis" => serve_ours(RedisStore::new(redis_url())?, strict, stats)?,
         "ours-memcached" => {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix_web::cookie::{time, Cookie, SameSite};
 
-use crate::{storage::ConflictPolicy, SessionId};
+use crate::{signing::Signer, storage::ConflictPolicy, SessionId};
 
 /// When a session's time to live is extended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,6 +38,8 @@ pub(crate) struct SessionConfig {
     pub(crate) absolute_timeout: Option<Duration>,
     /// Under [`TtlExtension::OnEveryRequest`], the TTL is extended at most this often.
     pub(crate) extension_interval: Option<Duration>,
+    /// Signs and verifies the cookie, if set.
+    pub(crate) signer: Option<Signer>,
 }
 
 impl Default for SessionConfig {
@@ -56,6 +58,7 @@ impl Default for SessionConfig {
             store_timeout: Duration::from_secs(2),
             absolute_timeout: None,
             extension_interval: None,
+            signer: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use actix_web::http::header::{HeaderMap, HeaderValue, InvalidHeaderValue, COOKIE};
 
-use crate::{config::SessionConfig, session::CookieState, SessionId};
+use crate::{config::SessionConfig, session::CookieState, signing::Signer, SessionId};
 
 /// The session cookie's value in the request, checked: the first cookie with our name
 /// decides, as browsers send the most specific one first. The value must be the id exactly
@@ -17,7 +17,14 @@ use crate::{config::SessionConfig, session::CookieState, SessionId};
 /// `/noop` route of the memory store, 21,751 with the scan, 22,893 with the parser), 5% of a
 /// request that does not use its session. (actix-web's `HttpRequest::cookies` also gives up
 /// on the whole header when any one cookie in it is malformed.)
-pub(crate) fn read_session_cookie(headers: &HeaderMap, name: &str) -> CookieState {
+///
+/// With a `signer`, the value must be `ID.SIGNATURE` with a signature of one of its keys:
+/// anything else is [`CookieState::Invalid`], and never reaches the store.
+pub(crate) fn read_session_cookie(
+    headers: &HeaderMap,
+    name: &str,
+    signer: Option<&Signer>,
+) -> CookieState {
     let name = name.as_bytes();
     for header in headers.get_all(COOKIE) {
         for pair in header.as_bytes().split(|&b| b == b';') {
@@ -28,8 +35,12 @@ pub(crate) fn read_session_cookie(headers: &HeaderMap, name: &str) -> CookieStat
             else {
                 continue;
             };
-            return SessionId::parse_bytes(value.trim_ascii())
-                .map_or(CookieState::Invalid, CookieState::Valid);
+            let value = value.trim_ascii();
+            let id = match signer {
+                None => SessionId::parse_bytes(value),
+                Some(signer) => signer.verify(value),
+            };
+            return id.map_or(CookieState::Invalid, CookieState::Valid);
         }
     }
     CookieState::Absent
@@ -49,6 +60,7 @@ pub(crate) struct SetCookie {
     head: String,
     tail: String,
     removal: HeaderValue,
+    signer: Option<Signer>,
 }
 
 impl SetCookie {
@@ -70,7 +82,16 @@ impl SetCookie {
             head: head.to_owned(),
             tail: tail.to_owned(),
             removal,
+            signer: config.signer.clone(),
         })
+    }
+
+    /// The cookie's value for `id`: the id, or `ID.SIGNATURE` when cookies are signed.
+    pub(crate) fn value(&self, id: &SessionId) -> String {
+        match &self.signer {
+            None => id.as_str().to_owned(),
+            Some(signer) => signer.value(id),
+        }
     }
 
     /// The header that sets the cookie to `id`.
@@ -80,9 +101,12 @@ impl SetCookie {
     /// Never in practice: the template was checked when the middleware was built. The
     /// middleware answers 500 if it ever happens.
     pub(crate) fn set(&self, id: &SessionId) -> Result<HeaderValue, InvalidHeaderValue> {
-        let mut header = String::with_capacity(self.head.len() + SessionId::LEN + self.tail.len());
+        let mut header = String::with_capacity(self.head.len() + 80 + self.tail.len());
         header.push_str(&self.head);
-        header.push_str(id.as_str());
+        match &self.signer {
+            None => header.push_str(id.as_str()),
+            Some(signer) => header.push_str(&signer.value(id)),
+        }
         header.push_str(&self.tail);
         HeaderValue::try_from(header)
     }
@@ -126,22 +150,22 @@ mod tests {
         ] {
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
             assert_eq!(
-                read_session_cookie(&headers(&header), "session"),
+                read_session_cookie(&headers(&header), "session", None),
                 CookieState::Valid(id),
                 "{header:?}"
             );
         }
         assert_eq!(
-            read_session_cookie(&headers(&["sessionx=1; xsession=2"]), "session"),
+            read_session_cookie(&headers(&["sessionx=1; xsession=2"]), "session", None),
             CookieState::Absent
         );
         assert_eq!(
-            read_session_cookie(&headers(&[]), "session"),
+            read_session_cookie(&headers(&[]), "session", None),
             CookieState::Absent
         );
         let first = format!("session={ID}; session=ffffffffffffffffffffffffffffffff");
         assert_eq!(
-            read_session_cookie(&headers(&[&first]), "session"),
+            read_session_cookie(&headers(&[&first]), "session", None),
             CookieState::Valid(id),
             "the first one decides"
         );
@@ -159,7 +183,8 @@ mod tests {
             &format!("{}%61", &ID[..31]),
             &format!("{} {}", &ID[..16], &ID[16..]),
         ] {
-            let got = read_session_cookie(&headers(&[&format!("session={value}")]), "session");
+            let got =
+                read_session_cookie(&headers(&[&format!("session={value}")]), "session", None);
             assert_eq!(got, CookieState::Invalid, "{value:?}");
         }
     }

@@ -132,6 +132,7 @@ mod middleware;
 mod plan;
 mod session;
 mod session_ext;
+mod signing;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -145,6 +146,7 @@ pub use self::{
     middleware::{SessionFuture, SessionMiddleware, SessionMiddlewareBuilder, SessionService},
     session::{Session, SessionStatus},
     session_ext::SessionExt,
+    signing::{SigningKey, SigningKeyError},
     typed::{SessionData, Typed, TypedError},
 };
 

@@ -29,6 +29,7 @@ use crate::{
     error::{opaque_response, FailureLog, SessionError, StoreError},
     plan::{CookieAction, Refusal, SavePlan, Write, Written},
     session::{Ending, LoadSession},
+    signing::{Signer, SigningKey},
     storage::{ChangeSet, ConflictPolicy, DynStore, KeyChange, SessionMap, SessionStore},
     Session, SessionId,
 };
@@ -254,6 +255,36 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
         self
     }
 
+    /// Signs the session cookie (default: unsigned). The cookie then carries the id and an
+    /// HMAC-SHA256 of it, `ID.SIGNATURE`; a cookie whose signature does not verify is a new
+    /// visitor's, and its id never reaches the store.
+    ///
+    /// Ids are 122 random bits, so an unsigned cookie is not guessable either; signing adds
+    /// that a forged or altered cookie costs no store lookup, and that an id that leaks
+    /// without its signature (a log line, a store dump, a backup) cannot be used.
+    ///
+    /// Rotation: the first key signs, any of them verifies. To rotate, put the new key
+    /// first and keep the old one after it while sessions signed with it may live; a cookie
+    /// signed with an old key is signed again with the first on the next response that sets
+    /// the cookie. Switching from unsigned to signed cookies ends every session.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware, SigningKey};
+    ///
+    /// # let (new_secret, old_secret) = ([1u8; 32], [2u8; 32]);
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .signing_keys([
+    ///         SigningKey::from_bytes(&new_secret)?,
+    ///         SigningKey::from_bytes(&old_secret)?,
+    ///     ])
+    ///     .build();
+    /// # Ok::<(), actix_kv_session::SigningKeyError>(())
+    /// ```
+    pub fn signing_keys(mut self, keys: impl IntoIterator<Item = SigningKey>) -> Self {
+        self.config.signer = Signer::new(keys.into_iter().collect());
+        self
+    }
+
     /// How long one store operation may take before the request gets a 503 (default 2 s).
     ///
     /// A 503 from a save means "outcome unknown": the store may have applied it before its
@@ -340,7 +371,9 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let cookie = read_session_cookie(req.headers(), &self.inner.config.cookie_name);
+        let config = &self.inner.config;
+        let cookie =
+            read_session_cookie(req.headers(), &config.cookie_name, config.signer.as_ref());
         let loader: Arc<dyn LoadSession> = self.inner.clone();
         let session = Session::new(cookie, loader);
         req.extensions_mut().insert(session.clone());
@@ -517,7 +550,7 @@ impl<S: SessionStore> Inner<S> {
                 None => self.cookies.set(&id),
                 Some((ttl, browser_session)) => HeaderValue::try_from(
                     self.config
-                        .cookie_with(id.as_str().to_owned(), ttl, browser_session)
+                        .cookie_with(self.cookies.value(&id), ttl, browser_session)
                         .to_string(),
                 ),
             },

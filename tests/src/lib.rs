@@ -112,6 +112,7 @@ macro_rules! session_suite {
             renew_starts_the_absolute_timeout_again,
             a_session_keeps_its_own_ttl_and_cookie_kind,
             ttl_extensions_are_throttled_to_the_interval,
+            signed_cookies_refuse_forgeries_and_rotate_keys,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {

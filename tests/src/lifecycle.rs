@@ -1,10 +1,13 @@
-//! Session lifecycle through the middleware, on any store: the absolute timeout, a
-//! session's own TTL and cookie kind ("remember me"), and throttled TTL extensions. Part of
-//! the middleware suite ([`session_suite!`](crate::session_suite)).
+//! Session lifecycle and signed cookies through the middleware, on any store: the absolute
+//! timeout, a session's own TTL and cookie kind ("remember me"), throttled TTL extensions,
+//! and signing keys with rotation. Part of the middleware suite
+//! ([`session_suite!`](crate::session_suite)).
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use actix_kv_session::{storage::SessionStore, SessionMiddleware, TtlExtension};
+use actix_kv_session::{
+    storage::SessionStore, SessionId, SessionMiddleware, SigningKey, TtlExtension,
+};
 use actix_web::cookie::time;
 
 use crate::{
@@ -158,4 +161,62 @@ pub async fn ttl_extensions_are_throttled_to_the_interval<S: SessionStore + Clon
     // 5.1 s after creation, 3 s after the extension: alive.
     assert_eq!(get(&app, "/get/foo", Some(id.as_str())).await.body, "1");
     assert_eq!(get(&app, "/keys", Some(id.as_str())).await.body, "foo");
+}
+
+/// With signing keys the cookie is `ID.SIGNATURE` and works as the id did; a cookie whose
+/// signature does not verify (altered, another id's, unsigned, another key's) is a new
+/// visitor's and never reaches the store. Rotation: a middleware whose first key is new and
+/// second is old accepts the old cookie, and the next response that sets the cookie signs
+/// it with the new key, which a middleware with the new key alone accepts.
+pub async fn signed_cookies_refuse_forgeries_and_rotate_keys<S: SessionStore + Clone>(store: S) {
+    let (old_key, new_key) = (SigningKey::generate(), SigningKey::generate());
+    let counting = CountingStore::new(store.clone());
+    let signed = |keys: Vec<SigningKey>| {
+        SessionMiddleware::builder(counting.clone())
+            .signing_keys(keys)
+            .build()
+    };
+    let app = init_app!(signed(vec![old_key.clone()]));
+    let first = get(&app, "/counter", None).await;
+    let value = first.cookie.expect("a cookie").value().to_owned();
+    let (id, signature) = value.split_once('.').expect("ID.SIGNATURE");
+    let id = SessionId::parse(id).expect("an id before the dot");
+    assert_eq!(signature.len(), 43, "{value}");
+    assert!(signature
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert_eq!(get(&app, "/counter", Some(&value)).await.body, "2");
+
+    let loads = || counting.calls().load.load(Ordering::SeqCst);
+    let before = loads();
+    let mut altered = value.clone().into_bytes();
+    let at = altered.len() - 3;
+    altered[at] = if altered[at] == b'x' { b'y' } else { b'x' };
+    let altered = String::from_utf8(altered).unwrap();
+    let other_id = format!("{}.{signature}", SessionId::generate());
+    let stranger = SessionMiddleware::builder(store.clone())
+        .signing_keys([SigningKey::generate()])
+        .build();
+    let strangers = init_app!(stranger);
+    let foreign = get(&strangers, "/counter", None)
+        .await
+        .cookie
+        .expect("a cookie")
+        .value()
+        .to_owned();
+    for forged in [altered, other_id, id.as_str().to_owned(), foreign] {
+        let reply = get(&app, "/get/foo", Some(&forged)).await;
+        assert_eq!(reply.body, "none", "{forged}");
+        assert!(reply.cookie.is_none(), "{forged}");
+    }
+    assert_eq!(loads(), before, "a forged cookie never reaches the store");
+
+    let rotated = init_app!(signed(vec![new_key.clone(), old_key]));
+    let resigned = get(&rotated, "/counter", Some(&value)).await;
+    assert_eq!(resigned.body, "3", "the old key still verifies");
+    let new_value = resigned.cookie.expect("a cookie").value().to_owned();
+    assert!(new_value.starts_with(id.as_str()) && new_value != value);
+    let new_only = init_app!(signed(vec![new_key]));
+    assert_eq!(get(&new_only, "/get/foo", Some(&new_value)).await.body, "3");
+    assert_eq!(get(&new_only, "/get/foo", Some(&value)).await.body, "none");
 }
