@@ -5,7 +5,12 @@
 
 use actix_web::http::header::{HeaderMap, HeaderValue, InvalidHeaderValue, COOKIE};
 
-use crate::{config::SessionConfig, session::CookieState, signing::Signer, SessionId};
+use crate::{
+    config::SessionConfig,
+    session::CookieState,
+    signing::{SignedCookie, Signer},
+    SessionId,
+};
 
 /// The session cookie's value in the request, checked: the first cookie with our name
 /// decides, as browsers send the most specific one first. The value must be the id exactly
@@ -18,8 +23,9 @@ use crate::{config::SessionConfig, session::CookieState, signing::Signer, Sessio
 /// request that does not use its session. (actix-web's `HttpRequest::cookies` also gives up
 /// on the whole header when any one cookie in it is malformed.)
 ///
-/// With a `signer`, the value must be `ID.SIGNATURE` with a signature of one of its keys:
-/// anything else is [`CookieState::Invalid`], and never reaches the store.
+/// With a `signer`, the value must have the shape `ID.SIGNATURE`
+/// ([`CookieState::Signed`], its signature checked when the session is used): anything else
+/// is [`CookieState::Invalid`], and never reaches the store.
 pub(crate) fn read_session_cookie(
     headers: &HeaderMap,
     name: &str,
@@ -36,11 +42,12 @@ pub(crate) fn read_session_cookie(
                 continue;
             };
             let value = value.trim_ascii();
-            let id = match signer {
-                None => SessionId::parse_bytes(value),
-                Some(signer) => signer.verify(value),
-            };
-            return id.map_or(CookieState::Invalid, CookieState::Valid);
+            return match signer {
+                None => SessionId::parse_bytes(value).map(CookieState::Valid),
+                // The signature is checked when the session is used.
+                Some(_) => SignedCookie::parse(value).map(CookieState::Signed),
+            }
+            .unwrap_or(CookieState::Invalid);
         }
     }
     CookieState::Absent
@@ -86,11 +93,12 @@ impl SetCookie {
         })
     }
 
-    /// The cookie's value for `id`: the id, or `ID.SIGNATURE` when cookies are signed.
-    pub(crate) fn value(&self, id: &SessionId) -> String {
+    /// The cookie's value for `id`: the id, or `ID.SIGNATURE` when cookies are signed (the
+    /// request's own verified signature, `current`, when it is for `id`).
+    pub(crate) fn value(&self, id: &SessionId, current: Option<&SignedCookie>) -> String {
         match &self.signer {
             None => id.as_str().to_owned(),
-            Some(signer) => signer.value(id),
+            Some(signer) => signer.value_reusing(id, current),
         }
     }
 
@@ -100,12 +108,16 @@ impl SetCookie {
     ///
     /// Never in practice: the template was checked when the middleware was built. The
     /// middleware answers 500 if it ever happens.
-    pub(crate) fn set(&self, id: &SessionId) -> Result<HeaderValue, InvalidHeaderValue> {
+    pub(crate) fn set(
+        &self,
+        id: &SessionId,
+        current: Option<&SignedCookie>,
+    ) -> Result<HeaderValue, InvalidHeaderValue> {
         let mut header = String::with_capacity(self.head.len() + 80 + self.tail.len());
         header.push_str(&self.head);
         match &self.signer {
             None => header.push_str(id.as_str()),
-            Some(signer) => header.push_str(&signer.value(id)),
+            Some(signer) => header.push_str(&signer.value_reusing(id, current)),
         }
         header.push_str(&self.tail);
         HeaderValue::try_from(header)
@@ -211,7 +223,7 @@ mod tests {
             let headers = SetCookie::new(&config).unwrap();
             let id = SessionId::generate();
             assert_eq!(
-                headers.set(&id).unwrap(),
+                headers.set(&id, None).unwrap(),
                 config.session_cookie(&id).to_string().as_str()
             );
             assert_eq!(

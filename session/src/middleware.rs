@@ -29,7 +29,7 @@ use crate::{
     error::{opaque_response, FailureLog, SessionError, StoreError},
     plan::{CookieAction, Refusal, SavePlan, Write, Written},
     session::{Ending, LoadSession},
-    signing::{Signer, SigningKey},
+    signing::{SignedCookie, Signer, SigningKey},
     storage::{ChangeSet, ConflictPolicy, DynStore, KeyChange, SessionMap, SessionStore},
     Session, SessionId,
 };
@@ -466,6 +466,10 @@ impl<S: SessionStore> LoadSession for Inner<S> {
     fn absolute_timeout(&self) -> Option<Duration> {
         self.config.absolute_timeout
     }
+
+    fn verify(&self, cookie: &SignedCookie) -> Option<usize> {
+        self.config.signer.as_ref()?.verify(cookie)
+    }
 }
 
 impl<S: SessionStore> Inner<S> {
@@ -501,7 +505,7 @@ impl<S: SessionStore> Inner<S> {
             // The handler failed: whatever it changed is not to be trusted.
             return res.map_into_left_body();
         }
-        let plan = match ending {
+        let mut plan = match ending {
             Ending::Unused => return res.map_into_left_body(),
             Ending::Failed(status) => {
                 // The session could not be loaded or written back: whatever the handler
@@ -512,6 +516,7 @@ impl<S: SessionStore> Inner<S> {
             Ending::Save(plan) => plan,
         };
         let rule = plan.cookie;
+        let current = plan.current_signature.take();
         let own_cookie = (plan.ttl.is_some() || plan.browser_session.is_some()).then(|| {
             (
                 plan.ttl.unwrap_or(self.config.ttl),
@@ -547,10 +552,14 @@ impl<S: SessionStore> Inner<S> {
             CookieAction::Keep => return res.map_into_left_body(),
             // A session with its own TTL or cookie kind ("remember me"): rendered for it.
             CookieAction::Set(id) => match own_cookie {
-                None => self.cookies.set(&id),
+                None => self.cookies.set(&id, current.as_deref()),
                 Some((ttl, browser_session)) => HeaderValue::try_from(
                     self.config
-                        .cookie_with(self.cookies.value(&id), ttl, browser_session)
+                        .cookie_with(
+                            self.cookies.value(&id, current.as_deref()),
+                            ttl,
+                            browser_session,
+                        )
                         .to_string(),
                 ),
             },

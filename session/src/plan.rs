@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use crate::{
+    signing::SignedCookie,
     storage::{KeyChange, SaveOutcome, SessionMap},
     SessionId,
 };
@@ -59,6 +60,11 @@ pub(crate) struct SavePlan {
     pub(crate) ttl: Option<Duration>,
     /// The session's own cookie kind, in place of the middleware's, if it has one.
     pub(crate) browser_session: Option<bool>,
+    /// The request's signed cookie, verified with the signing key: set again as it is.
+    /// Boxed: the plan moves into the save's future, and unsigned sessions would carry 60
+    /// bytes of nothing through every move (callgrind: +230 instructions on the memory
+    /// store's `/counter` unboxed).
+    pub(crate) current_signature: Option<Box<SignedCookie>>,
 }
 
 /// The store write of a [`SavePlan`].
@@ -141,6 +147,7 @@ impl SavePlan {
             },
             ttl: ended.ttl,
             browser_session: ended.browser_session,
+            current_signature: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     error::{SessionError, StoreError},
     lifetime,
     plan::{Ended, SavePlan},
+    signing::SignedCookie,
     storage::{is_bookkeeping, KeyChange, SessionMap},
     SessionExt, SessionId,
 };
@@ -24,6 +25,10 @@ pub(crate) trait LoadSession {
 
     /// The middleware's absolute timeout, if it has one.
     fn absolute_timeout(&self) -> Option<Duration>;
+
+    /// Which of the middleware's keys signed a signed cookie's id (0: the one that signs),
+    /// if any did.
+    fn verify(&self, cookie: &SignedCookie) -> Option<usize>;
 }
 
 /// What the request's cookie said.
@@ -31,10 +36,36 @@ pub(crate) trait LoadSession {
 pub(crate) enum CookieState {
     /// No session cookie.
     Absent,
-    /// A session cookie whose value is not a well-formed id.
+    /// A session cookie whose value is not a well-formed id (or, signed, whose signature
+    /// did not verify).
     Invalid,
     /// A well-formed id, not yet checked against the store.
     Valid(SessionId),
+    /// A signed cookie of the right shape, its signature not checked yet: it is checked when
+    /// the session is first used, so a request that never uses it does not pay for it.
+    Signed(SignedCookie),
+}
+
+impl State {
+    /// The cookie's id, once it is known to be one (a signature is checked here, once).
+    fn cookie_id(&mut self, loader: Option<&Arc<dyn LoadSession>>) -> Option<SessionId> {
+        if let CookieState::Signed(signed) = self.cookie {
+            let verified = loader.and_then(|loader| loader.verify(&signed));
+            self.cookie = match verified {
+                Some(key) => {
+                    if key == 0 {
+                        self.current_signature = Some(signed);
+                    }
+                    CookieState::Valid(signed.id)
+                }
+                None => CookieState::Invalid,
+            };
+        }
+        match self.cookie {
+            CookieState::Valid(id) => Some(id),
+            CookieState::Absent | CookieState::Invalid | CookieState::Signed(_) => None,
+        }
+    }
 }
 
 /// What a request has asked of its session so far: see [`Session::status`].
@@ -269,6 +300,9 @@ struct State {
     /// failed (even if an `Option` extractor swallowed the error), or a typed value that
     /// could not be written back.
     failure: Option<StatusCode>,
+    /// The request's signed cookie, once its signature verified with the key that signs:
+    /// a response that sets the cookie to the same id sends it again instead of signing.
+    current_signature: Option<SignedCookie>,
 }
 
 struct Cell {
@@ -318,6 +352,7 @@ impl Session {
                 loaded: None,
                 finished: false,
                 failure: None,
+                current_signature: None,
             }),
             load_gate: tokio::sync::Mutex::new(()),
             loader,
@@ -342,17 +377,14 @@ impl Session {
         }
         let _gate = self.0.load_gate.lock().await;
         let id = {
-            let state = self.0.state.borrow();
+            let mut state = self.0.state.borrow_mut();
             if state.loaded.is_some() {
                 return Ok(());
             }
             if state.finished {
                 return Err(SessionError::NotLoaded);
             }
-            match state.cookie {
-                CookieState::Valid(id) => Some(id),
-                CookieState::Absent | CookieState::Invalid => None,
-            }
+            state.cookie_id(self.0.loader.as_ref())
         };
         let record = match &id {
             Some(id) => match store.load(id).await {
@@ -545,10 +577,7 @@ impl Session {
     pub fn purge(&self) {
         let mut state = self.0.state.borrow_mut();
         // The stored record, if any, is the one under the cookie's id.
-        let purge = match state.cookie {
-            CookieState::Valid(id) => Some(id),
-            CookieState::Absent | CookieState::Invalid => None,
-        };
+        let purge = state.cookie_id(self.0.loader.as_ref());
         state.loaded = Some(Loaded::purged(purge));
     }
 
@@ -655,6 +684,7 @@ impl Session {
         match state.loaded.take() {
             None => Ending::Unused,
             Some(mut loaded) => {
+                let current_signature = state.current_signature;
                 // Without the settings that need bookkeeping, no clock and no scan: this
                 // runs on every request that used its session (callgrind: 650 instructions
                 // of a 32,000-instruction `/counter` on the memory store).
@@ -664,7 +694,9 @@ impl Session {
                     } else {
                         loaded.stamp(config, lifetime::now())
                     };
-                Ending::Save(SavePlan::new(loaded.into_ended(had_cookie, touch)))
+                let mut plan = SavePlan::new(loaded.into_ended(had_cookie, touch));
+                plan.current_signature = current_signature.map(Box::new);
+                Ending::Save(plan)
             }
         }
     }

@@ -111,24 +111,53 @@ impl Signer {
         value
     }
 
-    /// The id a cookie value carries, if its signature is one of the keys' over it (checked
-    /// in constant time); `None` for anything else.
-    pub(crate) fn verify(&self, value: &[u8]) -> Option<SessionId> {
-        let dot = value.iter().position(|&b| b == b'.')?;
-        let (id, signature) = (&value[..dot], &value[dot + 1..]);
-        if signature.len() != SIGNATURE_LEN {
-            return None;
+    /// Which key signed `cookie`'s id (its index: 0 is the one that signs), if one did
+    /// (checked in constant time).
+    pub(crate) fn verify(&self, cookie: &SignedCookie) -> Option<usize> {
+        let tag = URL_SAFE_NO_PAD.decode(cookie.signature).ok()?;
+        self.keys.iter().position(|key| {
+            key.mac_of(cookie.id.as_str().as_bytes())
+                .verify_slice(&tag)
+                .is_ok()
+        })
+    }
+
+    /// The cookie value for `id`, reusing `current` (the request's cookie, verified with
+    /// the first key) when it is for the same id: HMAC is deterministic, so signing again
+    /// would give the same bytes. Saves one HMAC on every response that re-sends the cookie
+    /// of a session it did not renew.
+    pub(crate) fn value_reusing(&self, id: &SessionId, current: Option<&SignedCookie>) -> String {
+        match current {
+            Some(cookie) if cookie.id == *id => {
+                let mut value = String::with_capacity(SessionId::LEN + 1 + SIGNATURE_LEN);
+                value.push_str(id.as_str());
+                value.push('.');
+                value.extend(cookie.signature.iter().map(|&b| char::from(b)));
+                value
+            }
+            _ => self.value(id),
         }
-        let id = SessionId::parse_bytes(id)?;
-        let tag = URL_SAFE_NO_PAD.decode(signature).ok()?;
-        self.keys
-            .iter()
-            .any(|key| {
-                key.mac_of(id.as_str().as_bytes())
-                    .verify_slice(&tag)
-                    .is_ok()
-            })
-            .then_some(id)
+    }
+}
+
+/// A signed cookie's value split into its id and signature, before the signature is
+/// checked: reading the cookie is a byte scan on every request, and the HMAC runs only for
+/// requests that use their session (see [`Signer::verify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SignedCookie {
+    pub(crate) id: SessionId,
+    signature: [u8; SIGNATURE_LEN],
+}
+
+impl SignedCookie {
+    /// `ID.SIGNATURE` split, if the value has that shape.
+    pub(crate) fn parse(value: &[u8]) -> Option<Self> {
+        let (id, rest) = value.split_at_checked(SessionId::LEN)?;
+        let signature = rest.strip_prefix(b".")?.try_into().ok()?;
+        Some(Self {
+            id: SessionId::parse_bytes(id)?,
+            signature,
+        })
     }
 }
 
@@ -140,31 +169,39 @@ mod tests {
         SigningKey::from_bytes(&[byte; 32]).unwrap()
     }
 
+    impl Signer {
+        /// The id of a cookie value whose signature verifies.
+        fn check(&self, value: &[u8]) -> Option<SessionId> {
+            let cookie = SignedCookie::parse(value)?;
+            self.verify(&cookie).map(|_| cookie.id)
+        }
+    }
+
     #[test]
     fn a_signed_value_verifies_and_nothing_else_does() {
         let signer = Signer::new(vec![key(1)]).unwrap();
         let id = SessionId::generate();
         let value = signer.value(&id);
         assert_eq!(value.len(), SessionId::LEN + 1 + SIGNATURE_LEN);
-        assert_eq!(signer.verify(value.as_bytes()), Some(id));
+        assert_eq!(signer.check(value.as_bytes()), Some(id));
 
         let other = SessionId::generate();
         let signature = &value[SessionId::LEN..];
         let forged = format!("{other}{signature}");
-        assert_eq!(signer.verify(forged.as_bytes()), None, "another id");
+        assert_eq!(signer.check(forged.as_bytes()), None, "another id");
         let mut altered = value.clone().into_bytes();
         let last = altered.len() - 2;
         altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
-        assert_eq!(signer.verify(&altered), None, "an altered signature");
+        assert_eq!(signer.check(&altered), None, "an altered signature");
         for bad in [
             id.as_str().to_owned(),
             format!("{id}."),
             format!("{id}.{}", "A".repeat(44)),
         ] {
-            assert_eq!(signer.verify(bad.as_bytes()), None, "{bad}");
+            assert_eq!(signer.check(bad.as_bytes()), None, "{bad}");
         }
         let stranger = Signer::new(vec![key(2)]).unwrap();
-        assert_eq!(stranger.verify(value.as_bytes()), None, "another key");
+        assert_eq!(stranger.check(value.as_bytes()), None, "another key");
     }
 
     #[test]
@@ -172,16 +209,34 @@ mod tests {
         let old = Signer::new(vec![key(1)]).unwrap();
         let rotated = Signer::new(vec![key(2), key(1)]).unwrap();
         let id = SessionId::generate();
-        assert_eq!(rotated.verify(old.value(&id).as_bytes()), Some(id));
+        assert_eq!(rotated.check(old.value(&id).as_bytes()), Some(id));
         let resigned = rotated.value(&id);
         assert_ne!(resigned, old.value(&id));
-        assert_eq!(old.verify(resigned.as_bytes()), None);
+        assert_eq!(old.check(resigned.as_bytes()), None);
         assert_eq!(
             Signer::new(vec![key(2)])
                 .unwrap()
-                .verify(resigned.as_bytes()),
+                .check(resigned.as_bytes()),
             Some(id)
         );
+    }
+
+    #[test]
+    fn a_verified_signature_is_reused_for_its_id_only() {
+        let signer = Signer::new(vec![key(1), key(2)]).unwrap();
+        let id = SessionId::generate();
+        let value = signer.value(&id);
+        let cookie = SignedCookie::parse(value.as_bytes()).unwrap();
+        assert_eq!(signer.verify(&cookie), Some(0));
+        assert_eq!(signer.value_reusing(&id, Some(&cookie)), value);
+        let other = SessionId::generate();
+        assert_eq!(
+            signer.value_reusing(&other, Some(&cookie)),
+            signer.value(&other)
+        );
+        let old = Signer::new(vec![key(2)]).unwrap().value(&id);
+        let old = SignedCookie::parse(old.as_bytes()).unwrap();
+        assert_eq!(signer.verify(&old), Some(1), "the old key");
     }
 
     #[test]

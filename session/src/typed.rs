@@ -448,6 +448,10 @@ mod tests {
         fn absolute_timeout(&self) -> Option<std::time::Duration> {
             None
         }
+
+        fn verify(&self, _cookie: &crate::signing::SignedCookie) -> Option<usize> {
+            None
+        }
     }
 
     /// Writes its fields in the opposite order to the one it reads them in.

@@ -210,6 +210,12 @@ pub async fn signed_cookies_refuse_forgeries_and_rotate_keys<S: SessionStore + C
         assert!(reply.cookie.is_none(), "{forged}");
     }
     assert_eq!(loads(), before, "a forged cookie never reaches the store");
+    // A log-out with a forged signature over a real id deletes nothing.
+    let deletes = counting.calls().delete.load(Ordering::SeqCst);
+    let forged_purge = format!("{id}.{}", "A".repeat(43));
+    post(&app, "/purge", Some(&forged_purge)).await;
+    assert_eq!(counting.calls().delete.load(Ordering::SeqCst), deletes);
+    assert_eq!(get(&app, "/get/foo", Some(&value)).await.body, "2");
 
     let rotated = init_app!(signed(vec![new_key.clone(), old_key]));
     let resigned = get(&rotated, "/counter", Some(&value)).await;
