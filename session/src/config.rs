@@ -40,7 +40,16 @@ pub(crate) struct SessionConfig {
     pub(crate) extension_interval: Option<Duration>,
     /// Signs and verifies the cookie, if set.
     pub(crate) signer: Option<Signer>,
+    /// The largest session a save writes: keys and JSON values, in bytes.
+    pub(crate) max_session_bytes: Option<usize>,
+    /// The largest value `insert` accepts, as JSON, in bytes.
+    pub(crate) max_value_bytes: Option<usize>,
 }
+
+/// The default [`max_session_bytes`](crate::SessionMiddlewareBuilder::max_session_bytes):
+/// under memcached's default 1 MiB item limit (with the JSON object's own bytes), and the
+/// memory store's default `max_session_bytes`.
+pub(crate) const DEFAULT_MAX_SESSION_BYTES: usize = 1_000_000;
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -59,6 +68,8 @@ impl Default for SessionConfig {
             absolute_timeout: None,
             extension_interval: None,
             signer: None,
+            max_session_bytes: Some(DEFAULT_MAX_SESSION_BYTES),
+            max_value_bytes: None,
         }
     }
 }

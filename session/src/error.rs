@@ -104,6 +104,18 @@ pub enum SessionError {
     /// No [`SessionMiddleware`](crate::SessionMiddleware) wraps this route.
     #[error("`SessionMiddleware` is not installed for this route")]
     MissingMiddleware,
+    /// A value is larger than the middleware's
+    /// [`max_value_bytes`](crate::SessionMiddlewareBuilder::max_value_bytes): it was not
+    /// set, and the session is as it was. A handler that lets it through answers 500.
+    #[error("the value of session key `{key}` is {size} bytes as JSON, over the limit of {limit}")]
+    ValueTooLarge {
+        /// The session key.
+        key: String,
+        /// The value's size as JSON text, in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The key starts with a NUL character: such keys are kept for the library's own
     /// bookkeeping in the stored record.
     #[error("session key {key:?} is reserved: keys may not start with a NUL character")]

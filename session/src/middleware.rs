@@ -285,6 +285,35 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
         self
     }
 
+    /// The largest session a request may save, counted as its keys and their JSON values
+    /// in bytes (default 1,000,000: under memcached's default 1 MiB item limit, and the
+    /// memory store's own limit; Redis has no practical one below it, but sessions that
+    /// large are read whole on every request). A request that would save a larger session
+    /// answers 500, logs the size, the limit and the largest key, and the stored session
+    /// stays as it was. `None` leaves the limit to the store.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware};
+    ///
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .max_session_bytes(Some(64 * 1024))
+    ///     .max_value_bytes(Some(16 * 1024))
+    ///     .build();
+    /// ```
+    pub fn max_session_bytes(mut self, limit: Option<usize>) -> Self {
+        self.config.max_session_bytes = limit;
+        self
+    }
+
+    /// The largest value, as JSON, that [`Session::insert`](crate::Session::insert) (or a
+    /// [`Typed`](crate::Typed) write-back) accepts (default none: only the session's limit).
+    /// A larger one is refused with [`SessionError::ValueTooLarge`] when it is inserted, so
+    /// the handler can answer it; the session is left as it was.
+    pub fn max_value_bytes(mut self, limit: Option<usize>) -> Self {
+        self.config.max_value_bytes = limit;
+        self
+    }
+
     /// How long one store operation may take before the request gets a 503 (default 2 s).
     ///
     /// A 503 from a save means "outcome unknown": the store may have applied it before its
@@ -469,6 +498,10 @@ impl<S: SessionStore> LoadSession for Inner<S> {
 
     fn verify(&self, cookie: &SignedCookie) -> Option<usize> {
         self.config.signer.as_ref()?.verify(cookie)
+    }
+
+    fn max_value_bytes(&self) -> Option<usize> {
+        self.config.max_value_bytes
     }
 }
 

@@ -29,6 +29,9 @@ pub(crate) trait LoadSession {
     /// Which of the middleware's keys signed a signed cookie's id (0: the one that signs),
     /// if any did.
     fn verify(&self, cookie: &SignedCookie) -> Option<usize>;
+
+    /// The largest value, as JSON, that `insert` accepts, if there is a limit.
+    fn max_value_bytes(&self) -> Option<usize>;
 }
 
 /// What the request's cookie said.
@@ -185,6 +188,35 @@ impl Loaded {
             status: SessionStatus::Purged,
             ..Self::default()
         }
+    }
+
+    /// Refuses to save a session over `limit` bytes (its keys and JSON values), logging its
+    /// size and its largest key: a 500, and the stored session stays as it was. Only a
+    /// request that writes is checked, so a session stored before the limit was lowered can
+    /// still be read, and emptied.
+    fn check_size(&self, limit: usize) -> Result<(), StatusCode> {
+        let writes = self.record.is_none() || self.renew || !self.seen.is_empty();
+        if !writes || self.data.is_empty() {
+            return Ok(());
+        }
+        let size: usize = self.data.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if size <= limit {
+            return Ok(());
+        }
+        let (largest, largest_size) = self
+            .data
+            .iter()
+            .map(|(k, v)| (k.as_str(), k.len() + v.len()))
+            .max_by_key(|&(_, size)| size)
+            .unwrap_or_default();
+        tracing::error!(
+            size,
+            limit,
+            largest_key = largest,
+            largest_key_size = largest_size,
+            "session not saved: larger than max_session_bytes; the stored session is unchanged"
+        );
+        Err(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// Stamps the bookkeeping the middleware's settings ask for, now that the handler is
@@ -478,7 +510,21 @@ impl Session {
             Ok(json) => json,
             Err(source) => return Err(SessionError::Serialize { key, source }),
         };
+        self.check_size(&key, &json)?;
         self.with_loaded(|s| s.set(key, json))
+    }
+
+    /// Refuses a value over the middleware's `max_value_bytes`.
+    fn check_size(&self, key: &str, json: &str) -> Result<(), SessionError> {
+        let limit = self.0.loader.as_ref().and_then(|l| l.max_value_bytes());
+        match limit {
+            Some(limit) if json.len() > limit => Err(SessionError::ValueTooLarge {
+                key: key.to_owned(),
+                size: json.len(),
+                limit,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Removes `key`; returns its value as JSON text, if it had one.
@@ -662,6 +708,9 @@ impl Session {
     /// Sets `key` to a JSON text, or removes it.
     pub(crate) fn put_json(&self, key: &str, json: Option<String>) -> Result<(), SessionError> {
         check_key(key)?;
+        if let Some(json) = &json {
+            self.check_size(key, json)?;
+        }
         self.with_loaded(|s| {
             if let Some(json) = json {
                 s.set(key.to_owned(), json);
@@ -684,6 +733,11 @@ impl Session {
         match state.loaded.take() {
             None => Ending::Unused,
             Some(mut loaded) => {
+                if let Some(limit) = config.max_session_bytes {
+                    if let Err(status) = loaded.check_size(limit) {
+                        return Ending::Failed(status);
+                    }
+                }
                 let current_signature = state.current_signature;
                 // Without the settings that need bookkeeping, no clock and no scan: this
                 // runs on every request that used its session (callgrind: 650 instructions

@@ -452,6 +452,10 @@ mod tests {
         fn verify(&self, _cookie: &crate::signing::SignedCookie) -> Option<usize> {
             None
         }
+
+        fn max_value_bytes(&self) -> Option<usize> {
+            None
+        }
     }
 
     /// Writes its fields in the opposite order to the one it reads them in.

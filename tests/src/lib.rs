@@ -113,6 +113,7 @@ macro_rules! session_suite {
             a_session_keeps_its_own_ttl_and_cookie_kind,
             ttl_extensions_are_throttled_to_the_interval,
             signed_cookies_refuse_forgeries_and_rotate_keys,
+            size_limits_refuse_a_save_and_keep_the_stored_session,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {

@@ -1,6 +1,6 @@
 //! Session lifecycle and signed cookies through the middleware, on any store: the absolute
 //! timeout, a session's own TTL and cookie kind ("remember me"), throttled TTL extensions,
-//! and signing keys with rotation. Part of the middleware suite
+//! size limits, and signing keys with rotation. Part of the middleware suite
 //! ([`session_suite!`](crate::session_suite)).
 
 use std::{sync::atomic::Ordering, time::Duration};
@@ -225,4 +225,50 @@ pub async fn signed_cookies_refuse_forgeries_and_rotate_keys<S: SessionStore + C
     let new_only = init_app!(signed(vec![new_key]));
     assert_eq!(get(&new_only, "/get/foo", Some(&new_value)).await.body, "3");
     assert_eq!(get(&new_only, "/get/foo", Some(&value)).await.body, "none");
+}
+
+/// Size limits: a value over `max_value_bytes` is refused when it is inserted (the handler
+/// answers 500 through `?`), a save over `max_session_bytes` answers 500 with the size, the
+/// limit and the largest key logged; either way the stored session is as it was.
+pub async fn size_limits_refuse_a_save_and_keep_the_stored_session<S: SessionStore + Clone>(
+    store: S,
+) {
+    let (logs, _capture) = crate::logs::Logs::capture();
+    let mw = SessionMiddleware::builder(store.clone())
+        .max_session_bytes(Some(4000))
+        .max_value_bytes(Some(3000))
+        .build();
+    let app = init_app!(mw);
+    let stored = post(&app, "/big/2", None).await;
+    assert_eq!(stored.body, "stored");
+    let id = stored.id();
+    let before = store.load(&id).await.unwrap().expect("stored");
+
+    let value = post(&app, "/big/3", Some(id.as_str())).await;
+    assert_eq!(
+        value.status,
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert!(value.cookie.is_none());
+    assert_eq!(store.load(&id).await.unwrap().as_ref(), Some(&before));
+    let lines = logs.lines().join("\n");
+    assert!(lines.contains("over the limit of 3000"), "{lines}");
+
+    let second = format!("/set/second/{}", "y".repeat(2500));
+    let session = post(&app, &second, Some(id.as_str())).await;
+    assert_eq!(
+        session.status,
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(store.load(&id).await.unwrap().as_ref(), Some(&before));
+    let lines = logs.lines().join("\n");
+    assert!(
+        lines.contains("larger than max_session_bytes") && lines.contains("largest_key=\"second\""),
+        "{lines}"
+    );
+    // Within the limits the session works on.
+    assert_eq!(
+        post(&app, "/set/small/1", Some(id.as_str())).await.body,
+        "set"
+    );
 }

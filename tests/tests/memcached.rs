@@ -328,7 +328,11 @@ async fn the_server_item_limit_is_reported_as_too_large_as_well() {
         .max_item_size(4_000_000)
         .build()
         .unwrap();
-    let app = init_app!(SessionMiddleware::new(store.clone()));
+    // The middleware's own limit (1,000,000 bytes by default) would refuse it first.
+    let unlimited = SessionMiddleware::builder(store.clone())
+        .max_session_bytes(None)
+        .build();
+    let app = init_app!(unlimited);
     let id = get(&app, "/counter", None).await.id();
     let big = post(&app, "/big/1500", Some(id.as_str())).await;
     assert_eq!(big.status, StatusCode::INTERNAL_SERVER_ERROR);
