@@ -39,6 +39,21 @@ impl SessionId {
         Self::parse_bytes(value.as_bytes())
     }
 
+    /// An id for the library's own records (a user's index), derived from `digest`: `tag`
+    /// (a lowercase letter past `f`), then 31 hex digits of the digest. No cookie can carry
+    /// it: [`parse`](Self::parse) takes hex digits only.
+    pub(crate) fn derived(tag: u8, digest: &[u8]) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        debug_assert!(tag.is_ascii_lowercase() && tag > b'f');
+        let mut buf = [tag; ID_LEN];
+        for (i, slot) in buf[1..].iter_mut().enumerate() {
+            let byte = digest.get(i / 2).copied().unwrap_or_default();
+            let nibble = if i % 2 == 0 { byte >> 4 } else { byte & 0xf };
+            *slot = HEX[usize::from(nibble)];
+        }
+        Self(buf)
+    }
+
     /// [`SessionId::parse`] on raw bytes, as they come in a header.
     pub(crate) fn parse_bytes(bytes: &[u8]) -> Option<Self> {
         let buf: [u8; ID_LEN] = bytes.try_into().ok()?;
@@ -53,10 +68,11 @@ impl SessionId {
     ///
     /// # Panics
     ///
-    /// Never: the only ways to make a `SessionId` store ASCII hex digits.
+    /// Never: the only ways to make a `SessionId` store ASCII lowercase letters and
+    /// digits.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("session ids hold only ASCII hex digits")
+        std::str::from_utf8(&self.0).expect("session ids hold only ASCII letters and digits")
     }
 }
 

@@ -137,6 +137,7 @@ pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod typed;
+mod users;
 
 #[doc(inline)]
 pub use self::{
@@ -148,6 +149,7 @@ pub use self::{
     session_ext::SessionExt,
     signing::{SigningKey, SigningKeyError},
     typed::{SessionData, Typed, TypedError},
+    users::UserSession,
 };
 
 // What the derive's generated code names. The version is in the name so that a derive and a

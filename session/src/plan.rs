@@ -44,6 +44,8 @@ pub(crate) struct Ended {
     pub(crate) ttl: Option<Duration>,
     /// The session's own cookie kind, if it has one.
     pub(crate) browser_session: Option<bool>,
+    /// The user whose index must name the session before it is written.
+    pub(crate) index_user: Option<String>,
     /// This request changed the session's own TTL or cookie kind: a response that keeps
     /// the session re-sends its cookie, even a browser-session one.
     pub(crate) cookie_changed: bool,
@@ -60,6 +62,9 @@ pub(crate) struct SavePlan {
     pub(crate) ttl: Option<Duration>,
     /// The session's own cookie kind, in place of the middleware's, if it has one.
     pub(crate) browser_session: Option<bool>,
+    /// The user whose index must name the session before it is written (and, after a
+    /// renew, no longer its old id).
+    pub(crate) index_user: Option<String>,
     /// The request's signed cookie, verified with the signing key: set again as it is.
     /// Boxed: the plan moves into the save's future, and unsigned sessions would carry 60
     /// bytes of nothing through every move (callgrind: +230 instructions on the memory
@@ -148,6 +153,7 @@ impl SavePlan {
             ttl: ended.ttl,
             browser_session: ended.browser_session,
             current_signature: None,
+            index_user: ended.index_user,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::{
     plan::{Ended, SavePlan},
     signing::SignedCookie,
     storage::{is_bookkeeping, KeyChange, SessionMap},
+    users::{self, UserSession},
     SessionExt, SessionId,
 };
 
@@ -32,6 +33,20 @@ pub(crate) trait LoadSession {
 
     /// The largest value, as JSON, that `insert` accepts, if there is a limit.
     fn max_value_bytes(&self) -> Option<usize>;
+
+    /// `user`'s live sessions (see [`crate::users`]).
+    fn user_sessions<'a>(
+        &'a self,
+        user: &'a str,
+        current: Option<&'a SessionId>,
+    ) -> LocalBoxFuture<'a, Result<Vec<UserSession>, StoreError>>;
+
+    /// Deletes `user`'s sessions but `except`; how many.
+    fn purge_user<'a>(
+        &'a self,
+        user: &'a str,
+        except: Option<&'a SessionId>,
+    ) -> LocalBoxFuture<'a, Result<usize, StoreError>>;
 }
 
 /// What the request's cookie said.
@@ -131,6 +146,8 @@ struct Loaded {
     /// The record outlived the absolute timeout: it is deleted at the end of the request,
     /// and this is a new session.
     outlived: bool,
+    /// The session's user index needs its entry (added or refreshed) before the write.
+    index: bool,
     /// The value each touched key had at load.
     /// Sessions change a few keys per request: a list beats a map here.
     seen: Vec<(String, Option<String>)>,
@@ -240,7 +257,7 @@ impl Loaded {
             self.set_meta(lifetime::CREATED, Some(now.to_string()));
         }
         let every_request = config.ttl_extension == TtlExtension::OnEveryRequest;
-        match config.extension_interval {
+        let touch = match config.extension_interval {
             Some(interval) if every_request => {
                 if writes || lifetime::extension_due(&self.meta, interval, now) {
                     self.set_meta(lifetime::EXTENDED, Some(now.to_string()));
@@ -248,7 +265,20 @@ impl Loaded {
                 false
             }
             _ => every_request,
+        };
+        let extends = writes || touch || self.seen.iter().any(|(k, _)| is_bookkeeping(k));
+        if extends && self.meta.contains_key(users::USER) {
+            let ttl = lifetime::ttl(&self.meta).unwrap_or(config.ttl);
+            let user_changed = self.seen.iter().any(|(k, _)| k == users::USER);
+            if !stored || self.renew || user_changed || users::refresh_due(&self.meta, ttl, now) {
+                self.set_meta(users::INDEXED, Some(now.to_string()));
+                self.index = true;
+            }
+            self.set_meta(users::SEEN, Some(now.to_string()));
+            // A touch of a bound session writes its last-seen time: an update.
+            return false;
         }
+        touch
     }
 
     /// What the save plan needs: the data, and the keys whose value differs from the one
@@ -290,6 +320,11 @@ impl Loaded {
                 })
                 .collect(),
         };
+        let index_user = if self.index {
+            users::user_of(&self.meta)
+        } else {
+            None
+        };
         let mut data = self.data;
         if self.record.is_none() && !data.is_empty() {
             data.extend(self.meta);
@@ -306,6 +341,7 @@ impl Loaded {
             ttl,
             browser_session,
             cookie_changed,
+            index_user,
         }
     }
 }
@@ -682,6 +718,80 @@ impl Session {
         })
     }
 
+    /// Binds this session to `user` (call it at log-in, after [`renew`](Self::renew)): the
+    /// session is then listed by [`user_sessions`](Self::user_sessions) and ended by
+    /// [`purge_other_sessions`](Self::purge_other_sessions) and
+    /// [`SessionMiddleware::purge_user`](crate::SessionMiddleware::purge_user) ("log out
+    /// everywhere"). The user id is kept with the session, apart from its data.
+    ///
+    /// ```
+    /// use actix_kv_session::Session;
+    ///
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.renew()?;
+    ///     session.set_user("alice")?;
+    ///     session.insert("agent", "Firefox on Linux")?; // shown on the "devices" page
+    ///     Ok("welcome")
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn set_user(&self, user: impl Into<String>) -> Result<(), SessionError> {
+        let json = serde_json::Value::String(user.into()).to_string();
+        self.with_loaded(|s| {
+            s.mark(SessionStatus::Changed);
+            if !s.meta.contains_key(lifetime::CREATED) {
+                s.set_meta(lifetime::CREATED, Some(lifetime::now().to_string()));
+            }
+            s.set_meta(users::USER, Some(json));
+        })
+    }
+
+    /// The user this session is bound to, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn user(&self) -> Result<Option<String>, SessionError> {
+        self.with_loaded(|s| users::user_of(&s.meta))
+    }
+
+    /// The live sessions of this session's user (its devices), most recently seen first,
+    /// this one marked [`current`](UserSession::current); empty for a session bound to no
+    /// user.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails; [`SessionError::NotLoaded`].
+    pub async fn user_sessions(&self) -> Result<Vec<UserSession>, SessionError> {
+        let (user, current) = self.user_and_record()?;
+        let (Some(user), Some(loader)) = (user, &self.0.loader) else {
+            return Ok(Vec::new());
+        };
+        Ok(loader.user_sessions(&user, current.as_ref()).await?)
+    }
+
+    /// Logs this session's user out of every other session ("log out my other devices"),
+    /// at once; returns how many sessions ended. Requests in flight on them cannot bring
+    /// them back.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails; [`SessionError::NotLoaded`].
+    pub async fn purge_other_sessions(&self) -> Result<usize, SessionError> {
+        let (user, current) = self.user_and_record()?;
+        let (Some(user), Some(loader)) = (user, &self.0.loader) else {
+            return Ok(0);
+        };
+        Ok(loader.purge_user(&user, current.as_ref()).await?)
+    }
+
+    fn user_and_record(&self) -> Result<(Option<String>, Option<SessionId>), SessionError> {
+        self.with_loaded(|s| (users::user_of(&s.meta), s.record))
+    }
+
     /// What this request has done to the session so far.
     #[must_use]
     pub fn status(&self) -> SessionStatus {
@@ -742,12 +852,14 @@ impl Session {
                 // Without the settings that need bookkeeping, no clock and no scan: this
                 // runs on every request that used its session (callgrind: 650 instructions
                 // of a 32,000-instruction `/counter` on the memory store).
-                let touch =
-                    if config.absolute_timeout.is_none() && config.extension_interval.is_none() {
-                        config.ttl_extension == TtlExtension::OnEveryRequest
-                    } else {
-                        loaded.stamp(config, lifetime::now())
-                    };
+                let without_bookkeeping = config.absolute_timeout.is_none()
+                    && config.extension_interval.is_none()
+                    && !loaded.meta.contains_key(users::USER);
+                let touch = if without_bookkeeping {
+                    config.ttl_extension == TtlExtension::OnEveryRequest
+                } else {
+                    loaded.stamp(config, lifetime::now())
+                };
                 let mut plan = SavePlan::new(loaded.into_ended(had_cookie, touch));
                 plan.current_signature = current_signature.map(Box::new);
                 Ending::Save(plan)

@@ -456,6 +456,22 @@ mod tests {
         fn max_value_bytes(&self) -> Option<usize> {
             None
         }
+
+        fn user_sessions<'a>(
+            &'a self,
+            _user: &'a str,
+            _current: Option<&'a SessionId>,
+        ) -> LocalBoxFuture<'a, Result<Vec<crate::UserSession>, StoreError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn purge_user<'a>(
+            &'a self,
+            _user: &'a str,
+            _except: Option<&'a SessionId>,
+        ) -> LocalBoxFuture<'a, Result<usize, StoreError>> {
+            Box::pin(async { Ok(0) })
+        }
     }
 
     /// Writes its fields in the opposite order to the one it reads them in.

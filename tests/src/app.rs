@@ -28,6 +28,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ext", web::get().to(through_ext))
         .route("/big/{kib}", web::post().to(big))
         .route("/keys", web::get().to(keys))
+        .route("/login-as/{user}/{agent}", web::post().to(login_as))
+        .route("/devices", web::get().to(devices))
+        .route("/logout-others", web::post().to(logout_others))
         .route("/remember/{secs}", web::post().to(remember))
         .route("/browser-session/{on}", web::post().to(browser_session))
         .route("/typed/counter", web::get().to(typed_counter))
@@ -259,4 +262,44 @@ async fn remember(session: Session, secs: web::Path<u64>) -> actix_web::Result<&
 async fn browser_session(session: Session, on: web::Path<bool>) -> actix_web::Result<&'static str> {
     session.set_browser_session(*on)?;
     Ok("set")
+}
+
+/// Logs in as `user` from a device named `agent`: renew, bind, and keep the agent for the
+/// "devices" page.
+async fn login_as(
+    session: Session,
+    path: web::Path<(String, String)>,
+) -> actix_web::Result<&'static str> {
+    let (user, agent) = path.into_inner();
+    session.renew()?;
+    session.set_user(user)?;
+    session.insert("agent", &agent)?;
+    Ok("welcome")
+}
+
+/// The user's sessions as `agent` names, comma-separated in the listed order, the current one
+/// starred.
+async fn devices(session: Session) -> actix_web::Result<String> {
+    let sessions = session.user_sessions().await?;
+    Ok(sessions
+        .iter()
+        .map(|s| {
+            let agent: String = s
+                .data
+                .get("agent")
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default();
+            if s.current {
+                format!("*{agent}")
+            } else {
+                agent
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+/// "Log out my other devices": how many sessions ended.
+async fn logout_others(session: Session) -> actix_web::Result<String> {
+    Ok(session.purge_other_sessions().await?.to_string())
 }

@@ -114,6 +114,7 @@ macro_rules! session_suite {
             ttl_extensions_are_throttled_to_the_interval,
             signed_cookies_refuse_forgeries_and_rotate_keys,
             size_limits_refuse_a_save_and_keep_the_stored_session,
+            log_out_everywhere_ends_every_session_of_the_user,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {

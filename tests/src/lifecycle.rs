@@ -1,6 +1,6 @@
 //! Session lifecycle and signed cookies through the middleware, on any store: the absolute
 //! timeout, a session's own TTL and cookie kind ("remember me"), throttled TTL extensions,
-//! size limits, and signing keys with rotation. Part of the middleware suite
+//! size limits, signing keys with rotation, and log out everywhere. Part of the middleware suite
 //! ([`session_suite!`](crate::session_suite)).
 
 use std::{sync::atomic::Ordering, time::Duration};
@@ -270,5 +270,67 @@ pub async fn size_limits_refuse_a_save_and_keep_the_stored_session<S: SessionSto
     assert_eq!(
         post(&app, "/set/small/1", Some(id.as_str())).await.body,
         "set"
+    );
+}
+
+/// Sessions bound to a user: each device's session is listed on the "devices" page (the
+/// current one marked, what the app stored shown, the index's bookkeeping not), "log out my
+/// other devices" ends the others at once (also one with a request in flight, which cannot
+/// bring it back), and `SessionMiddleware::purge_user` ends the rest; another user's session
+/// is untouched.
+pub async fn log_out_everywhere_ends_every_session_of_the_user<S: SessionStore + Clone>(store: S) {
+    let mw = SessionMiddleware::new(store.clone());
+    let app = init_app!(mw.clone());
+    let login = async |user: &str, agent: &str| {
+        let reply = post(&app, &format!("/login-as/{user}/{agent}"), None).await;
+        assert_eq!(reply.body, "welcome");
+        reply.id()
+    };
+    let phone = login("alice", "phone").await;
+    let laptop = login("alice", "laptop").await;
+    let tablet = login("alice", "tablet").await;
+    let bob = login("bob", "desk").await;
+
+    let mut listed: Vec<String> = get(&app, "/devices", Some(phone.as_str()))
+        .await
+        .body
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["*phone", "laptop", "tablet"]);
+    assert_eq!(get(&app, "/keys", Some(phone.as_str())).await.body, "agent");
+
+    // A request on the tablet is in flight while the phone logs the others out.
+    let server = crate::server::TestServer::start(SessionMiddleware::new(store.clone()));
+    let in_flight = actix_web::rt::spawn(crate::races::http(
+        "in flight",
+        actix_web::http::Method::POST,
+        server.url("/inflight/write/late"),
+        Some(tablet),
+    ));
+    sleep(crate::app::IN_FLIGHT / 4).await;
+    let ended = post(&app, "/logout-others", Some(phone.as_str())).await;
+    assert_eq!(ended.body, "2");
+    let _ = in_flight.await;
+    assert_eq!(store.load(&laptop).await.unwrap(), None);
+    assert_eq!(store.load(&tablet).await.unwrap(), None, "not brought back");
+    assert_eq!(
+        get(&app, "/get/agent", Some(laptop.as_str())).await.body,
+        "none"
+    );
+    assert_eq!(
+        get(&app, "/devices", Some(phone.as_str())).await.body,
+        "*phone"
+    );
+
+    // Log out everywhere, from outside a request (a password change, an admin page).
+    assert_eq!(mw.purge_user("alice").await.unwrap(), 1);
+    assert_eq!(store.load(&phone).await.unwrap(), None);
+    assert!(mw.user_sessions("alice").await.unwrap().is_empty());
+    assert_eq!(mw.user_sessions("bob").await.unwrap().len(), 1);
+    assert_eq!(
+        get(&app, "/get/agent", Some(bob.as_str())).await.body,
+        "\"desk\""
     );
 }

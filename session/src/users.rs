@@ -1,0 +1,268 @@
+//! Sessions bound to a user, for "your devices" pages and "log out everywhere".
+//!
+//! A session is bound with [`Session::set_user`](crate::Session::set_user): the user id is
+//! kept in its record (a bookkeeping key). Each user has an index: a record in the same store,
+//! under an id derived from the user id, whose keys are the user's session ids. It is kept
+//! with the store's own operations (the contract every store passes), so every store, ours or
+//! yours, has it, with the store's atomicity: concurrent log-ins of one user each add their
+//! key, and none is lost.
+//!
+//! The order of operations keeps the index a superset of the user's live sessions: an id is
+//! added to the index before the session is written under it (log-in, renew), and removed
+//! only after the session is gone. "Log out everywhere" deletes every session the index names,
+//! then reads the index again until no new id appears, so a log-in racing with it is caught
+//! too. A requests still in flight on a deleted session cannot bring it back (its save finds
+//! the session gone).
+//!
+//! The index outlives its sessions: its TTL is the latest end any of its sessions was given
+//! when it was indexed (twice the session's TTL), and a session's entry is refreshed when half
+//! its TTL has passed since the last time, with the session's next write or TTL extension.
+//! Ids of sessions that expired are dropped from the index whenever it is listed or purged.
+//!
+//! The index's id starts with `u`, which no session cookie can carry (cookie ids are
+//! hexadecimal): a visitor can neither load nor purge an index.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::{
+    error::StoreError,
+    lifetime,
+    storage::{ChangeSet, ConflictPolicy, KeyChange, SaveOutcome, SessionMap, SessionStore},
+    SessionId,
+};
+
+/// The bookkeeping key of a session's user.
+pub(crate) const USER: &str = "\0user";
+/// When the session's index entry was last written, in Unix milliseconds.
+pub(crate) const INDEXED: &str = "\0indexed";
+/// When the session was last written, in Unix milliseconds (for "last seen").
+pub(crate) const SEEN: &str = "\0seen";
+
+/// How many times "log out everywhere" reads the index again for ids added meanwhile.
+const PURGE_PASSES: usize = 4;
+
+/// The id of `user`'s index.
+pub(crate) fn index_id(user: &str) -> SessionId {
+    let digest = Sha256::new()
+        .chain_update(b"actix-kv-session user index\0")
+        .chain_update(user.as_bytes())
+        .finalize();
+    SessionId::derived(b'u', &digest)
+}
+
+/// The user a session's bookkeeping names, if any.
+pub(crate) fn user_of(meta: &SessionMap) -> Option<String> {
+    serde_json::from_str(meta.get(USER)?).ok()
+}
+
+/// Whether a bound session's index entry is due for a refresh at `now`: half its TTL has
+/// passed since it was written.
+pub(crate) fn refresh_due(meta: &SessionMap, ttl: Duration, now: u64) -> bool {
+    lifetime::number(meta, INDEXED).is_none_or(|at| {
+        now.saturating_sub(at) >= u64::try_from(ttl.as_millis() / 2).unwrap_or(u64::MAX)
+    })
+}
+
+/// One of a user's sessions, as [`Session::user_sessions`](crate::Session::user_sessions)
+/// lists them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct UserSession {
+    /// A stable, non-secret handle of the session (a hash of its id): to tell sessions
+    /// apart on a page, never a credential.
+    pub handle: String,
+    /// Whether it is the session of the request that listed them.
+    pub current: bool,
+    /// When it was bound to the user (logged in), if known.
+    pub created: Option<SystemTime>,
+    /// When it was last saved or had its TTL extended, if known.
+    pub last_seen: Option<SystemTime>,
+    /// Its data, as the app stored it (a user agent, say), keys to JSON texts.
+    pub data: SessionMap,
+}
+
+fn time_of(meta: &SessionMap, key: &str) -> Option<SystemTime> {
+    lifetime::number(meta, key).map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// A session's handle: the first 16 hex digits of the SHA-256 of its id.
+pub(crate) fn handle_of(id: &SessionId) -> String {
+    use std::fmt::Write as _;
+    let digest = Sha256::digest(id.as_str().as_bytes());
+    digest[..8]
+        .iter()
+        .fold(String::with_capacity(16), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// The index of `user`: session id → the Unix milliseconds until which the entry must last.
+async fn entries<S: SessionStore + ?Sized>(
+    store: &S,
+    user: &str,
+) -> Result<Vec<(SessionId, u64)>, StoreError> {
+    let index = store.load(&index_id(user)).await?.unwrap_or_default();
+    Ok(index
+        .iter()
+        .filter_map(|(id, until)| Some((SessionId::parse(id)?, until.parse().ok()?)))
+        .collect())
+}
+
+/// A change set on an index: last write wins, and the index lives until `until` (Unix
+/// milliseconds) or at least a second.
+fn index_changes(changes: Vec<KeyChange>, until: u64, now: u64) -> ChangeSet {
+    let ttl = Duration::from_millis(until.saturating_sub(now)).max(Duration::from_secs(1));
+    ChangeSet::new(changes, ConflictPolicy::LastWriteWins, ttl)
+}
+
+/// Adds (or refreshes) session `id` in `user`'s index, to last at least twice `ttl` from
+/// `now`.
+pub(crate) async fn add<S: SessionStore + ?Sized>(
+    store: &S,
+    user: &str,
+    id: &SessionId,
+    ttl: Duration,
+    now: u64,
+) -> Result<(), StoreError> {
+    let own_until = now.saturating_add(u64::try_from(ttl.as_millis() * 2).unwrap_or(u64::MAX));
+    let index = index_id(user);
+    for _ in 0..3 {
+        // The index lives as long as the longest-lived entry needs.
+        let until = entries(store, user)
+            .await?
+            .iter()
+            .map(|&(_, until)| until)
+            .fold(own_until, u64::max);
+        let change = KeyChange::new(id.as_str().to_owned(), Some(own_until.to_string()), None);
+        let changes = index_changes(vec![change], until, now);
+        if store.update(&index, &changes).await? == SaveOutcome::Saved {
+            return Ok(());
+        }
+        // No index yet (or it expired): make it.
+        let record: SessionMap = [(id.as_str().to_owned(), own_until.to_string())].into();
+        match store.create(&index, &record, changes.ttl()).await {
+            Ok(()) => return Ok(()),
+            // Another log-in created it meanwhile: add to it.
+            Err(StoreError::IdInUse) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Err(StoreError::Contended(3))
+}
+
+/// Removes `ids` from `user`'s index.
+pub(crate) async fn remove<S: SessionStore + ?Sized>(
+    store: &S,
+    user: &str,
+    ids: &[SessionId],
+    now: u64,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let until = entries(store, user)
+        .await?
+        .iter()
+        .map(|&(_, until)| until)
+        .max()
+        .unwrap_or(now);
+    let changes = ids
+        .iter()
+        .map(|id| KeyChange::new(id.as_str().to_owned(), None, None))
+        .collect();
+    store
+        .update(&index_id(user), &index_changes(changes, until, now))
+        .await?;
+    Ok(())
+}
+
+/// `user`'s live sessions; ids whose session is gone (or bound to someone else now) are
+/// dropped from the index on the way.
+pub(crate) async fn list<S: SessionStore + ?Sized>(
+    store: &S,
+    user: &str,
+    current: Option<&SessionId>,
+) -> Result<Vec<UserSession>, StoreError> {
+    let now = lifetime::now();
+    let mut live = Vec::new();
+    let mut dead = Vec::new();
+    for (id, _) in entries(store, user).await? {
+        let record = match store.load(&id).await {
+            Ok(record) => record,
+            Err(StoreError::Corrupt(_)) => None,
+            Err(err) => return Err(err),
+        };
+        let Some(mut data) = record else {
+            dead.push(id);
+            continue;
+        };
+        let meta = lifetime::split(&mut data);
+        if user_of(&meta).as_deref() != Some(user) {
+            dead.push(id);
+            continue;
+        }
+        live.push(UserSession {
+            handle: handle_of(&id),
+            current: current == Some(&id),
+            created: time_of(&meta, lifetime::CREATED),
+            last_seen: time_of(&meta, SEEN),
+            data,
+        });
+    }
+    remove(store, user, &dead, now).await?;
+    live.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
+    Ok(live)
+}
+
+/// Deletes every session of `user` but `except`; returns how many were deleted. Reads the
+/// index again after each pass, for sessions indexed meanwhile (a log-in racing with it).
+pub(crate) async fn purge<S: SessionStore + ?Sized>(
+    store: &S,
+    user: &str,
+    except: Option<&SessionId>,
+) -> Result<usize, StoreError> {
+    let mut deleted = 0;
+    for _ in 0..PURGE_PASSES {
+        let ids: Vec<SessionId> = entries(store, user)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| Some(id) != except)
+            .collect();
+        if ids.is_empty() {
+            return Ok(deleted);
+        }
+        for id in &ids {
+            store.delete(id).await?;
+        }
+        deleted += ids.len();
+        remove(store, user, &ids, lifetime::now()).await?;
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_id_can_never_come_from_a_cookie() {
+        let id = index_id("alice");
+        assert!(id.as_str().starts_with('u'));
+        assert_eq!(id.as_str().len(), SessionId::LEN);
+        assert_eq!(SessionId::parse(id.as_str()), None);
+        assert_ne!(index_id("alice"), index_id("bob"));
+        assert_eq!(index_id("alice"), id, "stable");
+    }
+
+    #[test]
+    fn handles_are_short_hashes() {
+        let id = SessionId::generate();
+        let handle = handle_of(&id);
+        assert_eq!(handle.len(), 16);
+        assert!(!id.as_str().contains(&handle));
+    }
+}
