@@ -23,6 +23,9 @@ pub(crate) const BROWSER_SESSION: &str = "\0browser";
 /// its TTL extensions.
 pub(crate) const EXTENDED: &str = "\0extended";
 
+/// The longest TTL a session may give itself: the cap browsers put on a cookie's Max-Age.
+pub(crate) const MAX_OWN_TTL: Duration = Duration::from_hours(400 * 24);
+
 /// Now, in Unix milliseconds.
 pub(crate) fn now() -> u64 {
     SystemTime::now()

@@ -46,6 +46,8 @@ pub(crate) struct Ended {
     pub(crate) browser_session: Option<bool>,
     /// The user whose index must name the session before it is written.
     pub(crate) index_user: Option<String>,
+    /// The only changes are the middleware's bookkeeping: a refused write is no conflict.
+    pub(crate) bookkeeping_only: bool,
     /// This request changed the session's own TTL or cookie kind: a response that keeps
     /// the session re-sends its cookie, even a browser-session one.
     pub(crate) cookie_changed: bool,
@@ -103,12 +105,18 @@ pub(crate) enum Written {
 }
 
 /// How the response's cookie follows from what was written.
+// Four independent facts about the request, read together by `apply`.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CookieRule {
     purged: bool,
     had_cookie: bool,
     /// Re-send the cookie on any successful save (its attributes changed).
     resend: bool,
+    /// The write carried only bookkeeping (an extension that records its time): a session
+    /// found moved or changed is left alone, as a touch that finds it gone is, never a 409
+    /// for a request that only read.
+    bookkeeping_only: bool,
 }
 
 /// What the response does with the cookie.
@@ -149,6 +157,7 @@ impl SavePlan {
                 purged: ended.purged,
                 had_cookie: ended.had_cookie,
                 resend: ended.cookie_changed,
+                bookkeeping_only: ended.bookkeeping_only,
             },
             ttl: ended.ttl,
             browser_session: ended.browser_session,
@@ -179,6 +188,14 @@ impl CookieRule {
                 CookieAction::Set(id)
             }
         };
+        if self.bookkeeping_only
+            && matches!(
+                written,
+                Written::Updated(_, SaveOutcome::Moved | SaveOutcome::Conflict)
+            )
+        {
+            return Ok(CookieAction::Keep);
+        }
         Ok(match written {
             Written::Created(id) | Written::Renewed(id, SaveOutcome::Saved) => {
                 CookieAction::Set(id)
@@ -292,6 +309,22 @@ mod tests {
                 .apply(Written::Updated(old, SaveOutcome::Saved), true),
             Ok(CookieAction::Set(old))
         );
+    }
+
+    #[test]
+    fn a_bookkeeping_write_that_finds_the_session_moved_is_no_conflict() {
+        let old = id();
+        let plan = plan(Ended {
+            record: Some(old),
+            changes: vec![KeyChange::new("\0extended".into(), Some("2".into()), None)],
+            had_cookie: true,
+            bookkeeping_only: true,
+            ..Ended::default()
+        });
+        let answer = |outcome| plan.cookie.apply(Written::Updated(old, outcome), false);
+        assert_eq!(answer(SaveOutcome::Moved), Ok(CookieAction::Keep));
+        assert_eq!(answer(SaveOutcome::Gone), Ok(CookieAction::Keep));
+        assert_eq!(answer(SaveOutcome::Saved), Ok(CookieAction::Set(old)));
     }
 
     #[test]

@@ -242,23 +242,35 @@ impl Loaded {
     /// extends the TTL by a plain touch.
     fn stamp(&mut self, config: &SessionConfig, now: u64) -> bool {
         let stored = self.record.is_some();
-        let changed = self.seen.iter().any(|(key, seen)| {
-            let now = if is_bookkeeping(key) {
-                self.meta.get(key)
-            } else {
-                self.data.get(key)
-            };
-            now != seen.as_ref()
-        });
+        let changed_key = |this: &Self, key: &str| {
+            this.seen.iter().any(|(k, seen)| {
+                k == key
+                    && if is_bookkeeping(k) {
+                        this.meta.get(k) != seen.as_ref()
+                    } else {
+                        this.data.get(k) != seen.as_ref()
+                    }
+            })
+        };
+        let changed = self.seen.iter().any(|(key, _)| changed_key(self, key));
         let writes = !stored || self.renew || changed;
+        let every_request = config.ttl_extension == TtlExtension::OnEveryRequest;
+        let ttl = lifetime::ttl(&self.meta).unwrap_or(config.ttl);
+        // A session stored before the absolute timeout was set gets its creation time with
+        // its first write or TTL extension: one that is only read under `OnEveryRequest`
+        // would otherwise never end.
         if config.absolute_timeout.is_some()
-            && (!stored || self.renew || (writes && !self.meta.contains_key(lifetime::CREATED)))
+            && (!stored
+                || self.renew
+                || ((writes || every_request) && !self.meta.contains_key(lifetime::CREATED)))
         {
             self.set_meta(lifetime::CREATED, Some(now.to_string()));
         }
-        let every_request = config.ttl_extension == TtlExtension::OnEveryRequest;
-        let touch = match config.extension_interval {
+        let mut touch = match config.extension_interval {
             Some(interval) if every_request => {
+                // Never longer than half the session's own TTL, or a session with a short
+                // TTL of its own would expire between two extensions while in use.
+                let interval = interval.min(ttl / 2);
                 if writes || lifetime::extension_due(&self.meta, interval, now) {
                     self.set_meta(lifetime::EXTENDED, Some(now.to_string()));
                 }
@@ -266,17 +278,20 @@ impl Loaded {
             }
             _ => every_request,
         };
-        let extends = writes || touch || self.seen.iter().any(|(k, _)| is_bookkeeping(k));
-        if extends && self.meta.contains_key(users::USER) {
-            let ttl = lifetime::ttl(&self.meta).unwrap_or(config.ttl);
-            let user_changed = self.seen.iter().any(|(k, _)| k == users::USER);
-            if !stored || self.renew || user_changed || users::refresh_due(&self.meta, ttl, now) {
+        if self.meta.contains_key(users::USER) {
+            let user_changed = changed_key(self, users::USER);
+            let ttl_changed = changed_key(self, lifetime::TTL);
+            let due = users::refresh_due(&self.meta, ttl, now);
+            let extends = writes || touch || self.seen.iter().any(|(k, _)| is_bookkeeping(k));
+            if extends && (!stored || self.renew || user_changed || ttl_changed || due) {
                 self.set_meta(users::INDEXED, Some(now.to_string()));
                 self.index = true;
+                // The refresh is a write: last seen goes with it.
+                touch = false;
             }
-            self.set_meta(users::SEEN, Some(now.to_string()));
-            // A touch of a bound session writes its last-seen time: an update.
-            return false;
+            if self.index || writes {
+                self.set_meta(users::SEEN, Some(now.to_string()));
+            }
         }
         touch
     }
@@ -297,7 +312,14 @@ impl Loaded {
                 (key == lifetime::TTL || key == lifetime::BROWSER_SESSION)
                     && self.meta.get(key) != seen.as_ref()
             });
-        if self.record.is_some() && self.data.is_empty() {
+        // A session bound to a user is not empty: the binding is its content.
+        let bound = self.meta.contains_key(users::USER);
+        let index_user = if self.index {
+            users::user_of(&self.meta)
+        } else {
+            None
+        };
+        if self.record.is_some() && self.data.is_empty() && !bound {
             // No data left: the bookkeeping goes too, so that the store deletes the record.
             let keys: Vec<String> = self.meta.keys().cloned().collect();
             for key in keys {
@@ -320,13 +342,13 @@ impl Loaded {
                 })
                 .collect(),
         };
-        let index_user = if self.index {
-            users::user_of(&self.meta)
-        } else {
-            None
-        };
+        // Only the middleware's bookkeeping changed (a TTL extension that records its time,
+        // a refresh of the user index): like a touch, it never answers 409.
+        let bookkeeping_only = !self.renew
+            && !changes.is_empty()
+            && changes.iter().all(|change| is_bookkeeping(change.key()));
         let mut data = self.data;
-        if self.record.is_none() && !data.is_empty() {
+        if self.record.is_none() && (!data.is_empty() || bound) {
             data.extend(self.meta);
         }
         Ended {
@@ -342,6 +364,7 @@ impl Loaded {
             browser_session,
             cookie_changed,
             index_user,
+            bookkeeping_only,
         }
     }
 }
@@ -666,7 +689,8 @@ impl Session {
     /// Sets how long this session lives after its last save (or TTL extension), in place of
     /// the middleware's TTL; it is also its cookie's Max-Age. Kept with the session across
     /// requests and across [`renew`](Self::renew): a "remember me" log-in sets a long one.
-    /// A TTL under one second counts as one second.
+    /// A TTL under one second counts as one second, and one over 400 days as 400 days
+    /// (browsers cap a cookie's Max-Age there, and stores have limits of their own).
     ///
     /// ```
     /// use std::time::Duration;
@@ -686,7 +710,7 @@ impl Session {
     ///
     /// [`SessionError::NotLoaded`].
     pub fn set_ttl(&self, ttl: Duration) -> Result<(), SessionError> {
-        let secs = ttl.as_secs().max(1);
+        let secs = ttl.as_secs().clamp(1, lifetime::MAX_OWN_TTL.as_secs());
         self.with_loaded(|s| {
             s.mark(SessionStatus::Changed);
             s.set_meta(lifetime::TTL, Some(secs.to_string()));

@@ -9,15 +9,15 @@
 //!
 //! The order of operations keeps the index a superset of the user's live sessions: an id is
 //! added to the index before the session is written under it (log-in, renew), and removed
-//! only after the session is gone. "Log out everywhere" deletes every session the index names,
-//! then reads the index again until no new id appears, so a log-in racing with it is caught
-//! too. A requests still in flight on a deleted session cannot bring it back (its save finds
-//! the session gone).
+//! only after the session is gone. "Log out everywhere" ends every session the index names,
+//! leaving the moved marker at each id (requests in flight on it get 409 and cannot bring it
+//! back) or, where a log-in has indexed an id but not written it yet, a placeholder that makes
+//! that write fail; then it reads the index again until no new id appears.
 //!
 //! The index outlives its sessions: its TTL is the latest end any of its sessions was given
 //! when it was indexed (twice the session's TTL), and a session's entry is refreshed when half
 //! its TTL has passed since the last time, with the session's next write or TTL extension.
-//! Ids of sessions that expired are dropped from the index whenever it is listed or purged.
+//! Ids whose end passed are dropped from the index with the user's next log-in.
 //!
 //! The index's id starts with `u`, which no session cookie can carry (cookie ids are
 //! hexadecimal): a visitor can neither load nor purge an index.
@@ -130,14 +130,24 @@ pub(crate) async fn add<S: SessionStore + ?Sized>(
     let own_until = now.saturating_add(u64::try_from(ttl.as_millis() * 2).unwrap_or(u64::MAX));
     let index = index_id(user);
     for _ in 0..3 {
-        // The index lives as long as the longest-lived entry needs.
-        let until = entries(store, user)
-            .await?
+        let current = entries(store, user).await?;
+        // The index lives as long as the longest-lived entry needs; entries past their end
+        // (their session expired) leave it on the way.
+        let until = current
             .iter()
             .map(|&(_, until)| until)
             .fold(own_until, u64::max);
-        let change = KeyChange::new(id.as_str().to_owned(), Some(own_until.to_string()), None);
-        let changes = index_changes(vec![change], until, now);
+        let mut list: Vec<KeyChange> = current
+            .iter()
+            .filter(|&&(other, until)| until < now && other != *id)
+            .map(|(other, _)| KeyChange::new(other.as_str().to_owned(), None, None))
+            .collect();
+        list.push(KeyChange::new(
+            id.as_str().to_owned(),
+            Some(own_until.to_string()),
+            None,
+        ));
+        let changes = index_changes(list, until, now);
         if store.update(&index, &changes).await? == SaveOutcome::Saved {
             return Ok(());
         }
@@ -179,16 +189,15 @@ pub(crate) async fn remove<S: SessionStore + ?Sized>(
     Ok(())
 }
 
-/// `user`'s live sessions; ids whose session is gone (or bound to someone else now) are
-/// dropped from the index on the way.
+/// `user`'s live sessions. An id whose session is not there is skipped but left in the
+/// index: a log-in may be between indexing it and writing it. (Entries leave the index when
+/// their end passed, with the next log-in, or when purged.)
 pub(crate) async fn list<S: SessionStore + ?Sized>(
     store: &S,
     user: &str,
     current: Option<&SessionId>,
 ) -> Result<Vec<UserSession>, StoreError> {
-    let now = lifetime::now();
     let mut live = Vec::new();
-    let mut dead = Vec::new();
     for (id, _) in entries(store, user).await? {
         let record = match store.load(&id).await {
             Ok(record) => record,
@@ -196,12 +205,10 @@ pub(crate) async fn list<S: SessionStore + ?Sized>(
             Err(err) => return Err(err),
         };
         let Some(mut data) = record else {
-            dead.push(id);
             continue;
         };
         let meta = lifetime::split(&mut data);
         if user_of(&meta).as_deref() != Some(user) {
-            dead.push(id);
             continue;
         }
         live.push(UserSession {
@@ -212,7 +219,6 @@ pub(crate) async fn list<S: SessionStore + ?Sized>(
             data,
         });
     }
-    remove(store, user, &dead, now).await?;
     live.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
     Ok(live)
 }
@@ -236,12 +242,54 @@ pub(crate) async fn purge<S: SessionStore + ?Sized>(
             return Ok(deleted);
         }
         for id in &ids {
-            store.delete(id).await?;
+            end(store, id).await?;
         }
         deleted += ids.len();
         remove(store, user, &ids, lifetime::now()).await?;
     }
     Ok(deleted)
+}
+
+/// How long the placeholder at a purged id that held nothing yet lasts: longer than a
+/// log-in takes between indexing an id and writing its session.
+const PLACEHOLDER_TTL: Duration = Duration::from_mins(1);
+/// The bookkeeping key of that placeholder.
+const PURGED: &str = "\0purged";
+
+/// Ends the session at `id` so that nothing can be written under the id for a while: a
+/// session there is renewed away (leaving the moved marker, so that requests in flight on
+/// it get 409 and a late create fails) and its copy deleted; where nothing is stored yet (a
+/// log-in between indexing the id and writing it), a placeholder is created, so that the
+/// log-in's write fails instead of living on unindexed.
+async fn end<S: SessionStore + ?Sized>(store: &S, id: &SessionId) -> Result<(), StoreError> {
+    for _ in 0..3 {
+        let away = SessionId::generate();
+        let nothing = ChangeSet::new(
+            Vec::new(),
+            ConflictPolicy::LastWriteWins,
+            Duration::from_secs(1),
+        );
+        match store.renew(id, &away, &nothing).await? {
+            SaveOutcome::Saved => {
+                store.delete(&away).await?;
+                return Ok(());
+            }
+            // Renewed away already (the live session is at an id the index also names), or
+            // emptied: nothing left to end here.
+            SaveOutcome::Moved | SaveOutcome::Emptied => return Ok(()),
+            _ => {
+                let placeholder: SessionMap = [(PURGED.to_owned(), "true".to_owned())].into();
+                match store.create(id, &placeholder, PLACEHOLDER_TTL).await {
+                    Ok(()) => return Ok(()),
+                    // A session was written meanwhile: end it.
+                    Err(StoreError::IdInUse) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+    }
+    // Something the store cannot read sits there: delete it.
+    store.delete(id).await
 }
 
 #[cfg(test)]

@@ -287,7 +287,13 @@ pub async fn log_out_everywhere_ends_every_session_of_the_user<S: SessionStore +
         reply.id()
     };
     let phone = login("alice", "phone").await;
-    let laptop = login("alice", "laptop").await;
+    // A visitor who had a session already (a cart) logs in from it: renewed and bound.
+    let cart = get(&app, "/counter", None).await.id();
+    let laptop = post(&app, "/login-as/alice/laptop", Some(cart.as_str()))
+        .await
+        .id();
+    assert_ne!(laptop, cart);
+    assert_eq!(get(&app, "/get/foo", Some(laptop.as_str())).await.body, "1");
     let tablet = login("alice", "tablet").await;
     let bob = login("bob", "desk").await;
 
