@@ -31,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login-as/{user}/{agent}", web::post().to(login_as))
         .route("/devices", web::get().to(devices))
         .route("/logout-others", web::post().to(logout_others))
+        .route("/bind/{user}", web::post().to(bind))
         .route("/remember/{secs}", web::post().to(remember))
         .route("/browser-session/{on}", web::post().to(browser_session))
         .route("/typed/counter", web::get().to(typed_counter))
@@ -302,4 +303,11 @@ async fn devices(session: Session) -> actix_web::Result<String> {
 /// "Log out my other devices": how many sessions ended.
 async fn logout_others(session: Session) -> actix_web::Result<String> {
     Ok(session.purge_other_sessions().await?.to_string())
+}
+
+/// Binds the session to `user` and stores nothing else.
+async fn bind(session: Session, user: web::Path<String>) -> actix_web::Result<&'static str> {
+    session.renew()?;
+    session.set_user(user.into_inner())?;
+    Ok("bound")
 }

@@ -115,6 +115,7 @@ macro_rules! session_suite {
             signed_cookies_refuse_forgeries_and_rotate_keys,
             size_limits_refuse_a_save_and_keep_the_stored_session,
             log_out_everywhere_ends_every_session_of_the_user,
+            bound_sessions_stay_indexed_and_reads_never_conflict,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {

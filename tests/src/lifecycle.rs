@@ -340,3 +340,46 @@ pub async fn log_out_everywhere_ends_every_session_of_the_user<S: SessionStore +
         "\"desk\""
     );
 }
+
+/// What the review of log-out-everywhere found, kept fixed: a log-in that only binds the
+/// user is saved and listed; a TTL set after log-in ("remember me" on a later page) keeps
+/// the session in the index past the old TTL; and a read-only request in flight while the
+/// session is renewed gets 200 even when its TTL extension is a write (due under a
+/// throttle), never 409.
+pub async fn bound_sessions_stay_indexed_and_reads_never_conflict<S: SessionStore + Clone>(
+    store: S,
+) {
+    let mw = SessionMiddleware::builder(store.clone())
+        .ttl(Duration::from_secs(2))
+        .ttl_extension(TtlExtension::OnEveryRequest)
+        .ttl_extension_interval(Duration::from_secs(1))
+        .build();
+    let app = init_app!(mw.clone());
+    let bound = post(&app, "/bind/carol", None).await;
+    assert_eq!(bound.body, "bound");
+    let id = bound.id();
+    assert_eq!(mw.user_sessions("carol").await.unwrap().len(), 1);
+
+    // Remember me, chosen later: the index must outlive the old two-second TTL.
+    let remembered = post(&app, "/remember/3600", Some(id.as_str())).await;
+    assert_eq!(remembered.body, "remembered");
+    sleep(Duration::from_millis(4500)).await;
+    assert_eq!(mw.user_sessions("carol").await.unwrap().len(), 1);
+
+    // A read in flight (its extension due: a write) while the session is renewed.
+    let server = crate::server::TestServer::start(mw.clone());
+    let read = actix_web::rt::spawn(crate::races::http(
+        "read",
+        actix_web::http::Method::GET,
+        server.url("/inflight/read"),
+        Some(id),
+    ));
+    sleep(crate::app::IN_FLIGHT / 4).await;
+    let renewed = post(&app, "/login-as/carol/phone", Some(id.as_str())).await;
+    assert_eq!(renewed.body, "welcome");
+    let read = read.await.expect("the request ran");
+    assert_eq!(read.status, actix_web::http::StatusCode::OK, "{read:?}");
+
+    assert_eq!(mw.purge_user("carol").await.unwrap(), 1);
+    assert_eq!(store.load(&renewed.id()).await.unwrap(), None);
+}
