@@ -46,6 +46,10 @@ pub(crate) struct SessionConfig {
     pub(crate) max_value_bytes: Option<usize>,
 }
 
+/// The longest TTL the middleware accepts: a century, far past what a cookie keeps (browsers
+/// cap Max-Age at 400 days) and safely inside what every store can count.
+pub(crate) const MAX_TTL: Duration = Duration::from_hours(100 * 365 * 24);
+
 /// The default [`max_session_bytes`](crate::SessionMiddlewareBuilder::max_session_bytes):
 /// under memcached's default 1 MiB item limit (with the JSON object's own bytes), and the
 /// memory store's default `max_session_bytes`.
@@ -85,6 +89,13 @@ impl SessionConfig {
         }
         if self.ttl.as_secs() == 0 {
             return Err("the session TTL must be at least one second".to_owned());
+        }
+        if self.ttl > MAX_TTL {
+            return Err(format!(
+                "the session TTL must be at most {} days (stores count expiry times in \
+                 milliseconds or, memcached, up to 2038)",
+                MAX_TTL.as_secs() / 86_400
+            ));
         }
         if self.store_timeout.is_zero() {
             return Err("the store timeout must be more than zero".to_owned());
@@ -245,6 +256,11 @@ mod tests {
             ..SessionConfig::default()
         };
         assert!(zero.validate().unwrap_err().contains("TTL"));
+        let endless = SessionConfig {
+            ttl: Duration::MAX,
+            ..SessionConfig::default()
+        };
+        assert!(endless.validate().unwrap_err().contains("at most"));
         let none_insecure = SessionConfig {
             same_site: SameSite::None,
             secure: false,

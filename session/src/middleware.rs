@@ -355,12 +355,13 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
     ///
     /// # Panics
     ///
-    /// On settings that would produce a cookie browsers reject, with a message naming the
-    /// setting: a cookie name that is not an RFC 6265 token, an empty or `;`-bearing path or
-    /// domain, a TTL under one second, a zero store timeout, SameSite=None without Secure,
-    /// a `__Secure-` name without Secure, or a `__Host-` name without Secure, with a Domain
-    /// or with a Path other than `/`. These are programming errors, caught at start-up,
-    /// never per request.
+    /// On settings that would produce a cookie browsers reject or a session the stores
+    /// cannot keep, with a message naming the setting: a cookie name that is not an RFC 6265
+    /// token, an empty or `;`-bearing path or domain, a TTL under one second or over a
+    /// century, a zero store timeout or absolute timeout, SameSite=None without Secure, a
+    /// `__Secure-` name without Secure, or a `__Host-` name without Secure, with a Domain or
+    /// with a Path other than `/`. These are programming errors, caught at start-up, never
+    /// per request.
     pub fn build(self) -> SessionMiddleware<S> {
         let cookies = self
             .config

@@ -116,6 +116,7 @@ macro_rules! session_suite {
             size_limits_refuse_a_save_and_keep_the_stored_session,
             log_out_everywhere_ends_every_session_of_the_user,
             bound_sessions_stay_indexed_and_reads_never_conflict,
+            a_log_in_racing_log_out_everywhere_does_not_live_on,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {

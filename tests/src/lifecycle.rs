@@ -383,3 +383,29 @@ pub async fn bound_sessions_stay_indexed_and_reads_never_conflict<S: SessionStor
     assert_eq!(mw.purge_user("carol").await.unwrap(), 1);
     assert_eq!(store.load(&renewed.id()).await.unwrap(), None);
 }
+
+/// "Log out everywhere" while a log-in is between indexing its new id and writing its
+/// session: the purge leaves a placeholder at that id, so the log-in's write fails (a 500
+/// the user retries) instead of leaving a session the index no longer names, which no
+/// later purge would find.
+pub async fn a_log_in_racing_log_out_everywhere_does_not_live_on<S: SessionStore + Clone>(
+    store: S,
+) {
+    let held = crate::stores::HeldCreate::new(store);
+    let mw = SessionMiddleware::new(held.clone());
+    let server = crate::server::TestServer::start(mw.clone());
+    held.arm();
+    let login = actix_web::rt::spawn(crate::races::http(
+        "log-in",
+        actix_web::http::Method::POST,
+        server.url("/login-as/dave/phone"),
+        None,
+    ));
+    held.entered().await;
+    assert_eq!(mw.purge_user("dave").await.unwrap(), 1, "the indexed id");
+    held.release();
+    let login = login.await.expect("the log-in ran");
+    assert!(login.status.is_server_error(), "{login:?}");
+    assert!(mw.user_sessions("dave").await.unwrap().is_empty());
+    assert_eq!(mw.purge_user("dave").await.unwrap(), 0);
+}

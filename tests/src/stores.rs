@@ -205,3 +205,85 @@ impl<S: SessionStore> SessionStore for FaultyStore<S> {
         self.inner.delete(id).await
     }
 }
+
+/// Holds the first `create` of a session (not of a user's index, whose id no cookie can
+/// carry) once armed, until released: a log-in caught between indexing its id and writing
+/// its session.
+#[derive(Debug, Clone)]
+pub struct HeldCreate<S> {
+    inner: S,
+    state: Arc<HeldState>,
+}
+
+#[derive(Debug, Default)]
+struct HeldState {
+    armed: std::sync::atomic::AtomicBool,
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl<S> HeldCreate<S> {
+    /// Wraps `inner`, unarmed.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            state: Arc::default(),
+        }
+    }
+
+    /// Holds the next create of a session.
+    pub fn arm(&self) {
+        self.state.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until a create is held.
+    pub async fn entered(&self) {
+        self.state.entered.notified().await;
+    }
+
+    /// Lets the held create go on.
+    pub fn release(&self) {
+        self.state.release.notify_one();
+    }
+}
+
+impl<S: SessionStore> SessionStore for HeldCreate<S> {
+    async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
+        self.inner.load(id).await
+    }
+
+    async fn create(
+        &self,
+        id: &SessionId,
+        data: &SessionMap,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let session = SessionId::parse(id.as_str()).is_some();
+        if session && self.state.armed.swap(false, Ordering::SeqCst) {
+            self.state.entered.notify_one();
+            self.state.release.notified().await;
+        }
+        self.inner.create(id, data, ttl).await
+    }
+
+    async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
+        self.inner.update(id, changes).await
+    }
+
+    async fn renew(
+        &self,
+        from: &SessionId,
+        to: &SessionId,
+        changes: &ChangeSet,
+    ) -> Result<SaveOutcome, StoreError> {
+        self.inner.renew(from, to, changes).await
+    }
+
+    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        self.inner.touch(id, ttl).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.inner.delete(id).await
+    }
+}

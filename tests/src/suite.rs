@@ -16,6 +16,7 @@ use actix_web::{
 use futures_util::future::join_all;
 
 pub use crate::lifecycle::{
+    a_log_in_racing_log_out_everywhere_does_not_live_on,
     a_session_keeps_its_own_ttl_and_cookie_kind, absolute_timeout_ends_an_active_session,
     bound_sessions_stay_indexed_and_reads_never_conflict,
     log_out_everywhere_ends_every_session_of_the_user, renew_starts_the_absolute_timeout_again,
