@@ -27,7 +27,7 @@ use actix_web::{web, App, HttpServer};
 
 async fn index(session: Session) -> actix_web::Result<String> {
     let count = session.get::<u64>("foo")?.unwrap_or(0) + 1;
-    session.insert("foo", &count)?;
+    session.insert("foo", count)?;
     Ok(count.to_string())
 }
 

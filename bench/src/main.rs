@@ -65,7 +65,7 @@ async fn noop() -> &'static str {
 
 async fn ours_counter(session: Session) -> actix_web::Result<String> {
     let count = session.get::<u64>("foo")?.unwrap_or(0) + 1;
-    session.insert("foo", &count)?;
+    session.insert("foo", count)?;
     Ok(count.to_string())
 }
 

@@ -51,7 +51,7 @@ fn change_sets(c: &mut Criterion) {
 
 async fn counter(session: Session) -> actix_web::Result<String> {
     let count = session.get::<u64>("foo")?.unwrap_or(0) + 1;
-    session.insert("foo", &count)?;
+    session.insert("foo", count)?;
     Ok(count.to_string())
 }
 

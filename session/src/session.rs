@@ -551,21 +551,22 @@ impl Session {
         })?
     }
 
-    /// Sets `key` to `value`, serialized as JSON.
+    /// Sets `key` to `value`, serialized as JSON. The value may be given by reference or
+    /// by value (`insert("n", &n)` or `insert("n", n)`), as with actix-session.
     ///
     /// # Errors
     ///
     /// [`SessionError::Serialize`] when `value` cannot be serialized (the session is left
     /// as it was); [`SessionError::ReservedKey`] for a key that starts with a NUL character;
     /// [`SessionError::NotLoaded`].
-    pub fn insert<T: Serialize + ?Sized>(
+    pub fn insert<T: Serialize>(
         &self,
         key: impl Into<String>,
-        value: &T,
+        value: T,
     ) -> Result<(), SessionError> {
         let key = key.into();
         check_key(&key)?;
-        let json = match serde_json::to_string(value) {
+        let json = match serde_json::to_string(&value) {
             Ok(json) => json,
             Err(source) => return Err(SessionError::Serialize { key, source }),
         };
@@ -583,6 +584,68 @@ impl Session {
                 limit,
             }),
             _ => Ok(()),
+        }
+    }
+
+    /// Replaces the value of `key` by `updater` applied to it, if the key has a value; does
+    /// nothing otherwise. As actix-session's `update`, except that the change is saved
+    /// (actix-session's forgets to mark the session changed).
+    ///
+    /// ```
+    /// use actix_kv_session::Session;
+    ///
+    /// async fn visit(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.update("visits", |n: u64| n + 1)?;
+    ///     Ok("counted, if counting")
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Deserialize`] when the stored value does not fit `T`;
+    /// [`SessionError::Serialize`], [`SessionError::ValueTooLarge`],
+    /// [`SessionError::ReservedKey`] and [`SessionError::NotLoaded`] as for
+    /// [`insert`](Self::insert). The session is left as it was on any error.
+    pub fn update<T, F>(&self, key: impl Into<String>, updater: F) -> Result<(), SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(T) -> T,
+    {
+        let key = key.into();
+        match self.get::<T>(&key)? {
+            Some(value) => self.insert(key, updater(value)),
+            None => Ok(()),
+        }
+    }
+
+    /// As [`update`](Self::update), but sets `key` to `default` when it has no value.
+    ///
+    /// ```
+    /// use actix_kv_session::Session;
+    ///
+    /// async fn visit(session: Session) -> actix_web::Result<String> {
+    ///     session.update_or("visits", 1_u64, |n| n + 1)?;
+    ///     Ok(session.get::<u64>("visits")?.unwrap_or(0).to_string())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`update`](Self::update).
+    pub fn update_or<T, F>(
+        &self,
+        key: impl Into<String>,
+        default: T,
+        updater: F,
+    ) -> Result<(), SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(T) -> T,
+    {
+        let key = key.into();
+        match self.get::<T>(&key)? {
+            Some(value) => self.insert(key, updater(value)),
+            None => self.insert(key, default),
         }
     }
 

@@ -32,6 +32,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/devices", web::get().to(devices))
         .route("/logout-others", web::post().to(logout_others))
         .route("/bind/{user}", web::post().to(bind))
+        .route("/update/{key}", web::post().to(update))
+        .route("/update-or/{key}", web::post().to(update_or))
         .route("/remember/{secs}", web::post().to(remember))
         .route("/browser-session/{on}", web::post().to(browser_session))
         .route("/typed/counter", web::get().to(typed_counter))
@@ -48,7 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The seed's counter: `foo` += 1.
 async fn counter(session: Session) -> actix_web::Result<String> {
     let count = session.get::<u64>("foo")?.unwrap_or(0) + 1;
-    session.insert("foo", &count)?;
+    session.insert("foo", count)?;
     Ok(count.to_string())
 }
 
@@ -105,14 +107,14 @@ async fn purge_then_set(session: Session) -> actix_web::Result<&'static str> {
 
 /// Changes the session, then fails: the change must not be saved.
 async fn fail(session: Session) -> actix_web::Result<HttpResponse> {
-    session.insert("foo", &999)?;
+    session.insert("foo", 999)?;
     Ok(HttpResponse::InternalServerError().body("boom"))
 }
 
 /// Sets a key after a pause, so concurrent requests overlap between load and save.
 async fn slow_set(session: Session, key: web::Path<String>) -> actix_web::Result<&'static str> {
     actix_web::rt::time::sleep(Duration::from_millis(30)).await;
-    session.insert(key.into_inner(), &true)?;
+    session.insert(key.into_inner(), true)?;
     Ok("set")
 }
 
@@ -120,14 +122,14 @@ async fn slow_set(session: Session, key: web::Path<String>) -> actix_web::Result
 async fn slow_incr(session: Session) -> actix_web::Result<String> {
     let count = session.get::<u64>("foo")?.unwrap_or(0);
     actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    session.insert("foo", &(count + 1))?;
+    session.insert("foo", count + 1)?;
     Ok((count + 1).to_string())
 }
 
 /// Reads, waits, then writes: a request still in flight when the session is purged.
 async fn slow_read(session: Session) -> actix_web::Result<&'static str> {
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-    session.insert("late", &true)?;
+    session.insert("late", true)?;
     Ok("late")
 }
 
@@ -138,7 +140,7 @@ pub const IN_FLIGHT: Duration = Duration::from_millis(400);
 /// An XHR that loads the session, works a while, then sets a key.
 async fn inflight_write(session: Session, key: web::Path<String>) -> actix_web::Result<String> {
     actix_web::rt::time::sleep(IN_FLIGHT).await;
-    session.insert(key.into_inner(), &true)?;
+    session.insert(key.into_inner(), true)?;
     Ok("written".to_owned())
 }
 
@@ -159,7 +161,7 @@ async fn slow_login(session: Session, user: web::Path<String>) -> actix_web::Res
 }
 
 async fn two_extractors(a: Session, b: Session) -> actix_web::Result<String> {
-    a.insert("x", &1)?;
+    a.insert("x", 1)?;
     Ok(b.get::<u32>("x")?.unwrap_or(0).to_string())
 }
 
@@ -171,7 +173,7 @@ async fn through_ext(req: HttpRequest) -> actix_web::Result<String> {
 
 /// Stores a string of `kib` KiB under `big`.
 async fn big(session: Session, kib: web::Path<usize>) -> actix_web::Result<&'static str> {
-    session.insert("big", &"x".repeat(kib.into_inner() * 1024))?;
+    session.insert("big", "x".repeat(kib.into_inner() * 1024))?;
     Ok("stored")
 }
 
@@ -310,4 +312,16 @@ async fn bind(session: Session, user: web::Path<String>) -> actix_web::Result<&'
     session.renew()?;
     session.set_user(user.into_inner())?;
     Ok("bound")
+}
+
+/// actix-session's `update`: adds one to the number at `key`, if there is one.
+async fn update(session: Session, key: web::Path<String>) -> actix_web::Result<&'static str> {
+    session.update(key.into_inner(), |n: u64| n + 1)?;
+    Ok("updated")
+}
+
+/// actix-session's `update_or`: adds one to the number at `key`, or sets it to 1.
+async fn update_or(session: Session, key: web::Path<String>) -> actix_web::Result<&'static str> {
+    session.update_or(key.into_inner(), 1_u64, |n| n + 1)?;
+    Ok("updated")
 }

@@ -117,6 +117,7 @@ macro_rules! session_suite {
             log_out_everywhere_ends_every_session_of_the_user,
             bound_sessions_stay_indexed_and_reads_never_conflict,
             a_log_in_racing_log_out_everywhere_does_not_live_on,
+            update_and_update_or_save_their_changes,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {

@@ -409,3 +409,33 @@ pub async fn a_log_in_racing_log_out_everywhere_does_not_live_on<S: SessionStore
     assert!(mw.user_sessions("dave").await.unwrap().is_empty());
     assert_eq!(mw.purge_user("dave").await.unwrap(), 0);
 }
+
+/// actix-session's `update` and `update_or`, with the change saved: `update` of an absent
+/// key writes nothing and sends no cookie; `update_or` sets the default, then updates; an
+/// update is stored (actix-session's forgets to mark the session changed); a stored value
+/// of another type is an error that leaves the session as it was.
+pub async fn update_and_update_or_save_their_changes<S: SessionStore + Clone>(store: S) {
+    let app = init_app!(SessionMiddleware::new(store.clone()));
+    let nothing = post(&app, "/update/visits", None).await;
+    assert_eq!(
+        (nothing.body.as_str(), nothing.cookie.is_none()),
+        ("updated", true)
+    );
+    let first = post(&app, "/update-or/visits", None).await;
+    let id = first.id();
+    assert_eq!(get(&app, "/get/visits", Some(id.as_str())).await.body, "1");
+    post(&app, "/update-or/visits", Some(id.as_str())).await;
+    post(&app, "/update/visits", Some(id.as_str())).await;
+    let record = store.load(&id).await.unwrap().expect("stored");
+    assert_eq!(record.get("visits").map(String::as_str), Some("3"));
+    post(&app, "/set/word/abc", Some(id.as_str())).await;
+    let wrong = post(&app, "/update/word", Some(id.as_str())).await;
+    assert_eq!(
+        wrong.status,
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        get(&app, "/get/word", Some(id.as_str())).await.body,
+        "\"abc\""
+    );
+}

@@ -22,7 +22,7 @@ pub use crate::lifecycle::{
     log_out_everywhere_ends_every_session_of_the_user, renew_starts_the_absolute_timeout_again,
     signed_cookies_refuse_forgeries_and_rotate_keys,
     size_limits_refuse_a_save_and_keep_the_stored_session,
-    ttl_extensions_are_throttled_to_the_interval,
+    ttl_extensions_are_throttled_to_the_interval, update_and_update_or_save_their_changes,
 };
 pub use crate::races::{
     purge_with_requests_in_flight_stays_final,

@@ -175,7 +175,7 @@ async fn fields_left_alone_are_not_rewritten_even_if_stored_differently() {
 async fn typed_and_untyped_views_share_one_load_and_one_save() {
     async fn both(session: Session, mut counter: Typed<Counter>) -> actix_web::Result<String> {
         counter.count += 10;
-        session.insert("other", &true)?;
+        session.insert("other", true)?;
         Ok(counter.count.to_string())
     }
     let store = MemoryStore::default();
@@ -250,7 +250,7 @@ async fn a_value_that_cannot_be_written_back_is_a_500_and_saves_nothing() {
         map: std::collections::HashMap<(u8, u8), u8>,
     }
     async fn bad(session: Session, mut typed: Typed<Bad>) -> actix_web::Result<&'static str> {
-        session.insert("fine", &1)?;
+        session.insert("fine", 1)?;
         typed.map.insert((1, 2), 3);
         Ok("handler finished")
     }

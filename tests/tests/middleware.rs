@@ -193,7 +193,7 @@ async fn a_corrupt_value_is_an_error_for_that_key_not_a_panic() {
 #[actix_web::test]
 async fn values_that_cannot_be_serialized_are_a_500_and_change_nothing() {
     async fn bad(session: Session) -> actix_web::Result<&'static str> {
-        session.insert("ok", &1)?;
+        session.insert("ok", 1)?;
         // JSON object keys must be strings.
         let map: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
         session.insert("bad", &map)?;
@@ -295,8 +295,8 @@ async fn status_reports_calls_not_writes() {
         let mut seen = vec![format!("{:?}", session.status())];
         for step in path.split(',') {
             match step {
-                "same" => session.insert("foo", &1)?,
-                "set" => session.insert("x", &1)?,
+                "same" => session.insert("foo", 1)?,
+                "set" => session.insert("x", 1)?,
                 "remove" => drop(session.remove("x")?),
                 "remove-absent" => drop(session.remove("absent")?),
                 "clear" => session.clear()?,
