@@ -611,11 +611,7 @@ impl Session {
         T: Serialize + DeserializeOwned,
         F: FnOnce(T) -> T,
     {
-        let key = key.into();
-        match self.get::<T>(&key)? {
-            Some(value) => self.insert(key, updater(value)),
-            None => Ok(()),
-        }
+        self.update_with(key.into(), None, updater)
     }
 
     /// As [`update`](Self::update), but sets `key` to `default` when it has no value.
@@ -642,10 +638,24 @@ impl Session {
         T: Serialize + DeserializeOwned,
         F: FnOnce(T) -> T,
     {
-        let key = key.into();
-        match self.get::<T>(&key)? {
-            Some(value) => self.insert(key, updater(value)),
-            None => self.insert(key, default),
+        self.update_with(key.into(), Some(default), updater)
+    }
+
+    /// `updater` applied to the value of `key`, or `default` when it has none, stored.
+    fn update_with<T, F>(
+        &self,
+        key: String,
+        default: Option<T>,
+        updater: F,
+    ) -> Result<(), SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(T) -> T,
+    {
+        match (self.get::<T>(&key)?, default) {
+            (Some(value), _) => self.insert(key, updater(value)),
+            (None, Some(default)) => self.insert(key, default),
+            (None, None) => Ok(()),
         }
     }
 
