@@ -117,7 +117,7 @@ impl SetCookie {
         header.push_str(&self.head);
         match &self.signer {
             None => header.push_str(id.as_str()),
-            Some(signer) => header.push_str(&signer.value_reusing(id, current)),
+            Some(signer) => signer.write_value(id, current, &mut header),
         }
         header.push_str(&self.tail);
         HeaderValue::try_from(header)

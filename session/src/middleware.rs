@@ -31,9 +31,7 @@ use crate::{
     plan::{CookieAction, Refusal, SavePlan, Write, Written},
     session::{Ending, LoadSession},
     signing::{SignedCookie, Signer, SigningKey},
-    storage::{
-        ChangeSet, ConflictPolicy, DynStore, KeyChange, SaveOutcome, SessionMap, SessionStore,
-    },
+    storage::{ChangeSet, ConflictPolicy, DynStore, KeyChange, SessionMap, SessionStore},
     users::{self, UserSession},
     Session, SessionId,
 };
@@ -708,15 +706,11 @@ impl<S: SessionStore> Inner<S> {
                 if let Some(index) = index(new) {
                     index.await?;
                 }
+                // The old id stays in the user's index: it holds the moved marker now, which
+                // a listing skips and a purge passes over, and it leaves the index when its
+                // end passes (pruned by a later log-in). Removing it here would cost two more
+                // round-trips on every log-in of a bound session.
                 let outcome = self.timed(self.store.renew(&id, &new, &changes)).await?;
-                if let (SaveOutcome::Saved, Some(user)) = (outcome, &plan.index_user) {
-                    // The old id is a marker now: out of the index, as best we can (a
-                    // listing drops it anyway).
-                    let old = [id];
-                    let remove: LocalBoxFuture<'_, _> =
-                        Box::pin(users::remove(&self.store, user, &old, lifetime::now()));
-                    let _ = self.timed(remove).await;
-                }
                 Written::Renewed(new, outcome)
             }
         })

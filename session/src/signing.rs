@@ -102,13 +102,9 @@ impl Signer {
     }
 
     /// The cookie value for `id`: `ID.SIGNATURE`, signed with the first key.
+    #[cfg(test)]
     pub(crate) fn value(&self, id: &SessionId) -> String {
-        let tag = self.keys[0].mac_of(id.as_str().as_bytes()).finalize();
-        let mut value = String::with_capacity(SessionId::LEN + 1 + SIGNATURE_LEN);
-        value.push_str(id.as_str());
-        value.push('.');
-        URL_SAFE_NO_PAD.encode_string(tag.into_bytes(), &mut value);
-        value
+        self.value_reusing(id, None)
     }
 
     /// Which key signed `cookie`'s id (its index: 0 is the one that signs), if one did
@@ -127,15 +123,29 @@ impl Signer {
     /// would give the same bytes. Saves one HMAC on every response that re-sends the cookie
     /// of a session it did not renew.
     pub(crate) fn value_reusing(&self, id: &SessionId, current: Option<&SignedCookie>) -> String {
+        let mut value = String::with_capacity(SessionId::LEN + 1 + SIGNATURE_LEN);
+        self.write_value(id, current, &mut value);
+        value
+    }
+
+    /// Appends [`value_reusing`](Self::value_reusing)'s value to `out`: a `Set-Cookie`
+    /// header is built in one buffer.
+    pub(crate) fn write_value(
+        &self,
+        id: &SessionId,
+        current: Option<&SignedCookie>,
+        out: &mut String,
+    ) {
+        out.push_str(id.as_str());
+        out.push('.');
         match current {
             Some(cookie) if cookie.id == *id => {
-                let mut value = String::with_capacity(SessionId::LEN + 1 + SIGNATURE_LEN);
-                value.push_str(id.as_str());
-                value.push('.');
-                value.extend(cookie.signature.iter().map(|&b| char::from(b)));
-                value
+                out.extend(cookie.signature.iter().map(|&b| char::from(b)));
             }
-            _ => self.value(id),
+            _ => {
+                let tag = self.keys[0].mac_of(id.as_str().as_bytes()).finalize();
+                URL_SAFE_NO_PAD.encode_string(tag.into_bytes(), out);
+            }
         }
     }
 }

@@ -242,9 +242,8 @@ pub(crate) async fn purge<S: SessionStore + ?Sized>(
             return Ok(deleted);
         }
         for id in &ids {
-            end(store, id).await?;
+            deleted += usize::from(end(store, id).await?);
         }
-        deleted += ids.len();
         remove(store, user, &ids, lifetime::now()).await?;
     }
     Ok(deleted)
@@ -261,7 +260,10 @@ const PURGED: &str = "\0purged";
 /// it get 409 and a late create fails) and its copy deleted; where nothing is stored yet (a
 /// log-in between indexing the id and writing it), a placeholder is created, so that the
 /// log-in's write fails instead of living on unindexed.
-async fn end<S: SessionStore + ?Sized>(store: &S, id: &SessionId) -> Result<(), StoreError> {
+///
+/// Whether a session (or a log-in about to write one) was ended there: not for an id that
+/// holds a moved marker (renewed away, its session at an id the index also names).
+async fn end<S: SessionStore + ?Sized>(store: &S, id: &SessionId) -> Result<bool, StoreError> {
     for _ in 0..3 {
         let away = SessionId::generate();
         let nothing = ChangeSet::new(
@@ -272,15 +274,15 @@ async fn end<S: SessionStore + ?Sized>(store: &S, id: &SessionId) -> Result<(), 
         match store.renew(id, &away, &nothing).await? {
             SaveOutcome::Saved => {
                 store.delete(&away).await?;
-                return Ok(());
+                return Ok(true);
             }
             // Renewed away already (the live session is at an id the index also names), or
             // emptied: nothing left to end here.
-            SaveOutcome::Moved | SaveOutcome::Emptied => return Ok(()),
+            SaveOutcome::Moved | SaveOutcome::Emptied => return Ok(false),
             _ => {
                 let placeholder: SessionMap = [(PURGED.to_owned(), "true".to_owned())].into();
                 match store.create(id, &placeholder, PLACEHOLDER_TTL).await {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => return Ok(true),
                     // A session was written meanwhile: end it.
                     Err(StoreError::IdInUse) => {}
                     Err(err) => return Err(err),
@@ -289,7 +291,8 @@ async fn end<S: SessionStore + ?Sized>(store: &S, id: &SessionId) -> Result<(), 
         }
     }
     // Something the store cannot read sits there: delete it.
-    store.delete(id).await
+    store.delete(id).await?;
+    Ok(true)
 }
 
 #[cfg(test)]
