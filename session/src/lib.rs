@@ -123,6 +123,7 @@
 //! | `memcached` | no | [`storage::MemcachedStore`], over the meta protocol, several nodes, TLS |
 //! | `testing` | no | the store conformance suite, for a store of your own: `store_conformance!` |
 
+pub mod compat;
 mod config;
 mod cookie;
 mod error;

@@ -671,6 +671,34 @@ impl Session {
         })
     }
 
+    /// Removes `key` and returns its value deserialized, as actix-session's `remove_as`:
+    /// `Some(Err(json))` with the JSON text when it does not fit `T` (the key is removed
+    /// either way), `None` when the key had no value.
+    ///
+    /// ```
+    /// use actix_kv_session::Session;
+    ///
+    /// async fn take_flash(session: Session) -> actix_web::Result<String> {
+    ///     let flash = session.remove_as::<String>("flash")?.and_then(Result::ok);
+    ///     Ok(flash.unwrap_or_default())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::NotLoaded`].
+    pub fn remove_as<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<Result<T, String>>, SessionError> {
+        Ok(self
+            .remove(key)?
+            .map(|json| match serde_json::from_str(&json) {
+                Ok(value) => Ok(value),
+                Err(_) => Err(json),
+            }))
+    }
+
     /// Removes every key. A session left empty is deleted from the store at the end of the
     /// request, and its cookie removed.
     ///
@@ -887,6 +915,16 @@ impl Session {
 
     fn user_and_record(&self) -> Result<(Option<String>, Option<SessionId>), SessionError> {
         self.with_loaded(|s| (users::user_of(&s.meta), s.record))
+    }
+
+    /// The loaded data, borrowed; an empty map before a load. Holding it across a write
+    /// panics, as actix-session's `entries` does.
+    pub(crate) fn borrow_data(&self) -> std::cell::Ref<'_, SessionMap> {
+        static NOT_LOADED: std::sync::LazyLock<SessionMap> =
+            std::sync::LazyLock::new(SessionMap::new);
+        std::cell::Ref::map(self.0.state.borrow(), |state| {
+            state.loaded.as_ref().map_or(&*NOT_LOADED, |s| &s.data)
+        })
     }
 
     /// What this request has done to the session so far.

@@ -2,6 +2,7 @@
 
 use actix_web::{
     dev::{ServiceRequest, ServiceResponse},
+    guard::GuardContext,
     HttpMessage, HttpRequest,
 };
 
@@ -96,5 +97,16 @@ impl SessionExt for ServiceRequest {
 impl<B> SessionExt for ServiceResponse<B> {
     fn get_session(&self) -> Session {
         from_extensions(self.request())
+    }
+}
+
+/// In a guard the handle can be read only if a middleware loaded it (guards cannot wait for
+/// a load), as [`compat::load_session`](crate::compat::load_session) does.
+impl SessionExt for GuardContext<'_> {
+    fn get_session(&self) -> Session {
+        self.req_data()
+            .get::<Session>()
+            .cloned()
+            .unwrap_or_else(Session::detached)
     }
 }
