@@ -15,12 +15,15 @@
 //!   master's name): the master Sentinel follows, when set.
 //! - `REDIS_CA_FILE`: a PEM CA to trust for TLS, instead of the system's roots;
 //!   `REDIS_CLIENT_CERT` and `REDIS_CLIENT_KEY`: a client certificate and key (PEM) to present.
+//! - `REDIS_LAYOUT=json`: sessions as one JSON string each, the layout of `sanic_session`'s
+//!   Redis interface, to take over (or share) the sessions of a Sanic app; `hash` (the
+//!   default) otherwise.
 //! - `BIND_ADDR` (default `127.0.0.1:8080`): where to listen.
 
 use std::{env, error::Error, fs};
 
 use actix_kv_session::{
-    storage::{RedisStore, RedisStoreBuilder},
+    storage::{RedisLayout, RedisStore, RedisStoreBuilder},
     Session, SessionMiddleware,
 };
 use actix_web::{web, App, HttpServer};
@@ -99,7 +102,16 @@ fn store_from_env() -> Result<(RedisStore, String), Box<dyn Error>> {
         (Err(_), Err(_)) => {}
         _ => return Err("REDIS_CLIENT_CERT and REDIS_CLIENT_KEY go together".into()),
     }
-    Ok((builder.build()?, deployment))
+    let layout = match env::var("REDIS_LAYOUT").as_deref() {
+        Err(_) | Ok("hash") => RedisLayout::Hash,
+        Ok("json") => RedisLayout::Json,
+        Ok(other) => return Err(format!("REDIS_LAYOUT {other:?}: `hash` or `json`").into()),
+    };
+    let deployment = match layout {
+        RedisLayout::Json => format!("{deployment}, as JSON strings (sanic_session's layout)"),
+        _ => deployment,
+    };
+    Ok((builder.layout(layout).build()?, deployment))
 }
 
 #[actix_web::main]

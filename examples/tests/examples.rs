@@ -196,6 +196,30 @@ fn counter_redis() {
     counts_one_two_three(&mut app);
 }
 
+/// `REDIS_LAYOUT=json`: the counter on sanic_session's layout, a JSON string per session.
+#[cfg(feature = "redis")]
+#[test]
+fn counter_redis_on_the_json_layout() {
+    let redis = tests::servers::ServerProcess::redis();
+    let env = [
+        ("REDIS_URL", redis.redis_url()),
+        ("REDIS_LAYOUT", "json".to_owned()),
+    ];
+    let mut app = Example::start("counter_redis", &env);
+    counts_one_two_three(&mut app);
+    let id = app.cookie.clone().expect("a session cookie");
+    let get = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "GET",
+            &format!("session:{id}"),
+        ])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), r#"{"foo":3}"#);
+}
+
 /// Two processes of the example on one Redis, one browser's requests going to either (a
 /// load balancer): the counter goes on across them.
 #[cfg(feature = "redis")]

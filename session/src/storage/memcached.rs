@@ -8,15 +8,12 @@ mod node;
 mod recent_reads;
 
 use std::{
-    collections::HashMap,
     fmt,
     future::Future,
     io::Write as _,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
-
-use serde_json::value::RawValue;
 
 use self::{
     conn::{Connection, Reply},
@@ -25,6 +22,7 @@ use self::{
     recent_reads::RecentReads,
 };
 use super::{
+    json_record::{self, backoff, decode, CAS_ATTEMPTS, RETRIES_WITHOUT_PAUSE},
     moved_marker_ttl,
     per_thread::{Lease, PerThread},
     ChangeSet, KeyPrefix, SaveOutcome, SessionMap, SessionStore,
@@ -40,16 +38,6 @@ const MAX_KEY_LEN: usize = 250;
 const MAX_RELATIVE_TTL: u64 = 30 * 24 * 60 * 60;
 /// The last absolute time memcached can hold: it keeps times as 32-bit signed numbers.
 const MAX_EXPTIME: u64 = i32::MAX as u64;
-/// How many times a save re-reads and retries after another request changed the session.
-const CAS_ATTEMPTS: u32 = 64;
-/// How many lost compare-and-swaps a save retries at once before it pauses between
-/// attempts ([`backoff`]). A lost attempt re-reads the item, and the re-read alone
-/// separates a few racing requests; the pause is for many racing on one session. Pausing
-/// from the first loss put the side-by-side benchmark's `/counter` p99 at 3.9 to 4.7 ms
-/// (tokio's timer sleeps at least 1 ms); pausing after three, at 1.2 to 1.5 ms; never
-/// pausing, at 1.4 to 1.8 ms (`bench/run.py --only ours-memcached`, 32 connections on 200
-/// sessions, three rounds each).
-const RETRIES_WITHOUT_PAUSE: u32 = 3;
 /// The client flags of the marker a renew leaves at the old key (see
 /// [`MOVED_MARKER_TTL`](super::MOVED_MARKER_TTL)); sessions are stored with flags 0, as
 /// `sanic_session`'s Memcache interface stores them. Its value is an empty JSON object, so
@@ -436,7 +424,7 @@ impl MemcachedStore {
 
     /// The item's value for `record`, checked against the size limit.
     fn encode(&self, record: &SessionMap) -> Result<Vec<u8>, StoreError> {
-        let bytes = serde_json::to_vec(&as_raw(record)?).map_err(StoreError::corrupt)?;
+        let bytes = json_record::encode(record)?;
         if bytes.len() > self.inner.max_item_size {
             return Err(StoreError::TooLarge {
                 size: bytes.len(),
@@ -454,27 +442,6 @@ struct NodeError {
     node: String,
     what: String,
     broke: bool,
-}
-
-/// The record as a map of raw JSON values, to serialize without re-parsing the values.
-fn as_raw(record: &SessionMap) -> Result<HashMap<&str, &RawValue>, StoreError> {
-    record
-        .iter()
-        .map(|(k, v)| {
-            let raw: &RawValue = serde_json::from_str(v).map_err(StoreError::corrupt)?;
-            Ok((k.as_str(), raw))
-        })
-        .collect()
-}
-
-/// The record an item holds: a JSON object, each value kept as its JSON text.
-fn decode(data: &[u8]) -> Result<SessionMap, StoreError> {
-    let map: HashMap<String, Box<RawValue>> =
-        serde_json::from_slice(data).map_err(StoreError::corrupt)?;
-    Ok(map
-        .into_iter()
-        .map(|(k, v)| (k, String::from(Box::<str>::from(v))))
-        .collect())
 }
 
 /// `changes` merged onto the item `value` a load read, unless that record cannot be read or
@@ -772,12 +739,6 @@ impl Write {
             Self::Lost => Attempt::Lost,
         }
     }
-}
-
-/// A short random pause, so that requests racing on one session do not retry in lockstep.
-async fn backoff() {
-    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 4);
-    tokio::time::sleep(Duration::from_millis(1 + jitter)).await;
 }
 
 impl fmt::Debug for MemcachedStore {

@@ -57,12 +57,14 @@ mod memcached;
 #[doc(inline)]
 pub use self::memcached::{MemcachedStore, MemcachedStoreBuilder, MemcachedStoreError};
 #[cfg(any(feature = "redis", feature = "memcached"))]
+mod json_record;
+#[cfg(any(feature = "redis", feature = "memcached"))]
 mod per_thread;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
 #[doc(inline)]
-pub use self::redis::{RedisStore, RedisStoreBuilder, RedisStoreError};
+pub use self::redis::{RedisLayout, RedisStore, RedisStoreBuilder, RedisStoreError};
 
 /// A session's stored record: each session key with its value as JSON text.
 pub type SessionMap = HashMap<String, String>;

@@ -3,6 +3,7 @@
 
 mod builder;
 mod connections;
+mod json;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -14,6 +15,8 @@ use deadpool_redis::redis::{
 #[doc(inline)]
 pub use self::builder::{RedisStoreBuilder, RedisStoreError};
 use self::connections::{Conn, Managed};
+#[doc(inline)]
+pub use self::json::RedisLayout;
 use super::per_thread::Lease;
 use super::{
     moved_marker_ttl, ChangeSet, ConflictPolicy, KeyPrefix, SaveOutcome, SessionMap, SessionStore,
@@ -53,6 +56,8 @@ use crate::{error::StoreError, SessionId};
 pub struct RedisStore {
     connection: Source,
     prefix: KeyPrefix,
+    layout: RedisLayout,
+    /// The layout's script: `redis/save.lua` for hashes, `redis/json.lua` for JSON.
     script: Arc<Script>,
 }
 
@@ -208,8 +213,33 @@ impl RedisStore {
         Self {
             connection,
             prefix,
+            layout: RedisLayout::Hash,
             script: Arc::new(Script::new(SAVE_SCRIPT)),
         }
+    }
+
+    /// The store with sessions laid out as `layout` (see [`RedisLayout`]), for a store made
+    /// from a pool ([`RedisStoreBuilder::layout`] for the others).
+    ///
+    /// ```no_run
+    /// use actix_kv_session::storage::{RedisLayout, RedisStore};
+    ///
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:6379")
+    ///     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    /// let store = RedisStore::from_pool(pool).with_layout(RedisLayout::Json);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_layout(mut self, layout: RedisLayout) -> Self {
+        let script = match layout {
+            RedisLayout::Hash => SAVE_SCRIPT,
+            RedisLayout::Json => json::JSON_SCRIPT,
+        };
+        self.layout = layout;
+        self.script = Arc::new(Script::new(script));
+        self
     }
 
     /// Connects now and sends `PING`: for an application that wants a wrong password, an
@@ -295,6 +325,15 @@ impl RedisStore {
             ScriptOp::Touch(_) => Retry::OnceIfDropped,
             _ => Retry::Never,
         };
+        self.run_script(&invocation, retry).await
+    }
+
+    /// Runs a prepared invocation of the layout's script (see [`Retry`]).
+    async fn run_script<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        retry: Retry,
+    ) -> Result<T, StoreError> {
         let mut conn = self.connection().await?;
         let mut answer = invocation.invoke_async(&mut conn).await;
         if let Err(err) = &answer {
@@ -611,6 +650,9 @@ impl fmt::Debug for RedisStore {
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
         let key = self.prefix.key(id);
+        if self.layout == RedisLayout::Json {
+            return self.load_json(&key).await;
+        }
         let hgetall = deadpool_redis::redis::cmd("HGETALL").arg(&key).clone();
         match self
             .query::<Vec<(Vec<u8>, Vec<u8>)>>(&hgetall, Retry::OnceIfDropped)
@@ -639,6 +681,9 @@ impl SessionStore for RedisStore {
         data: &SessionMap,
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        if self.layout == RedisLayout::Json {
+            return self.create_json(&self.prefix.key(id), data, ttl).await;
+        }
         match self
             .apply(self.prefix.key(id), None, ScriptOp::Create(data, ttl))
             .await?
@@ -651,6 +696,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
+        if self.layout == RedisLayout::Json {
+            return self.merge_json(&self.prefix.key(id), None, changes).await;
+        }
         self.apply(self.prefix.key(id), None, ScriptOp::Update(changes))
             .await
     }
@@ -661,6 +709,12 @@ impl SessionStore for RedisStore {
         to: &SessionId,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
+        if self.layout == RedisLayout::Json {
+            let to = self.prefix.key(to);
+            return self
+                .merge_json(&self.prefix.key(from), Some(&to), changes)
+                .await;
+        }
         if self.is_cluster() {
             return self.renew_across_nodes(from, to, changes).await;
         }
@@ -673,6 +727,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        if self.layout == RedisLayout::Json {
+            return self.touch_json(&self.prefix.key(id), ttl).await;
+        }
         let outcome = self
             .apply(self.prefix.key(id), None, ScriptOp::Touch(ttl))
             .await?;

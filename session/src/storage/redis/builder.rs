@@ -13,7 +13,7 @@ use deadpool_redis::redis::{
 
 use super::{
     connections::{Deployment, Managed},
-    RedisStore, Source,
+    RedisLayout, RedisStore, Source,
 };
 use crate::{storage::KeyPrefix, SessionId};
 
@@ -70,6 +70,7 @@ pub struct RedisStoreBuilder {
     password: Option<String>,
     root_certificate: Option<Vec<u8>>,
     client_certificate: Option<ClientTlsConfig>,
+    layout: RedisLayout,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -109,6 +110,7 @@ impl RedisStoreBuilder {
             password: None,
             root_certificate: None,
             client_certificate: None,
+            layout: RedisLayout::Hash,
         }
     }
 
@@ -133,6 +135,27 @@ impl RedisStoreBuilder {
     /// The prefix of every session's key (default `session:`, as `sanic_session`).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = KeyPrefix::new(prefix);
+        self
+    }
+
+    /// How sessions are laid out (default [`RedisLayout::Hash`]);
+    /// [`RedisLayout::Json`] reads and writes the sessions of an app on `sanic_session`:
+    ///
+    /// ```
+    /// use actix_kv_session::storage::{RedisLayout, RedisStore};
+    ///
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .layout(RedisLayout::Json)
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`build`](Self::build) refuses [`RedisLayout::Json`] on a Cluster, where a renew
+    /// crosses nodes and this layout has no two-step move.
+    pub fn layout(mut self, layout: RedisLayout) -> Self {
+        self.layout = layout;
         self
     }
 
@@ -201,6 +224,30 @@ impl RedisStoreBuilder {
     /// [`RedisStoreError::InvalidUrl`] when a URL does not parse;
     /// [`RedisStoreError::InvalidSettings`] when the settings do not make a client.
     pub fn build(self) -> Result<RedisStore, RedisStoreError> {
+        if matches!(self.target, Target::Cluster(_)) {
+            self.check_for_cluster()?;
+        }
+        self.build_checked()
+    }
+
+    /// The settings a Cluster cannot take.
+    fn check_for_cluster(&self) -> Result<(), RedisStoreError> {
+        let refused = |why: &'static str| {
+            Err(RedisStoreError::InvalidSettings(RedisError::from((
+                deadpool_redis::redis::ErrorKind::InvalidClientConfig,
+                why,
+            ))))
+        };
+        if self.layout == RedisLayout::Json {
+            return refused("the JSON layout is not available on a Cluster");
+        }
+        if super::parked_key(&self.prefix.key(&SessionId::generate())).is_none() {
+            return refused("on a Cluster, a key prefix may hold `}` only to close a hash tag");
+        }
+        Ok(())
+    }
+
+    fn build_checked(self) -> Result<RedisStore, RedisStoreError> {
         let certificates = self.certificates();
         let deployment = match self.target {
             Target::Standalone(info) => {
@@ -228,12 +275,6 @@ impl RedisStoreBuilder {
             }
             Target::Cluster(nodes) => {
                 let nodes = nodes.map_err(RedisStoreError::InvalidUrl)?;
-                if super::parked_key(&self.prefix.key(&SessionId::generate())).is_none() {
-                    return Err(RedisStoreError::InvalidSettings(RedisError::from((
-                        deadpool_redis::redis::ErrorKind::InvalidClientConfig,
-                        "on a Cluster, a key prefix may hold `}` only to close a hash tag",
-                    ))));
-                }
                 if certificates.is_some() && !nodes.iter().all(is_tls) {
                     return Err(certificates_without_tls());
                 }
@@ -307,7 +348,8 @@ impl RedisStoreBuilder {
         Ok(RedisStore::with(
             Source::Managed(Arc::new(Managed::new(deployment))),
             self.prefix,
-        ))
+        )
+        .with_layout(self.layout))
     }
 }
 

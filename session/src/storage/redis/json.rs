@@ -1,0 +1,193 @@
+//! The JSON layout ([`RedisLayout::Json`]): each session one string at its key, a JSON
+//! object of its keys, as `sanic_session` stores it (with `SETEX`), so sessions an app on
+//! `sanic_session` wrote keep working after a switch, and both apps can serve one store
+//! during it.
+//!
+//! Redis has no per-key operations on such a string: a save reads it (`GET`), merges its
+//! change set in (the strict policy checks the values it read), and writes it with the
+//! compare-and-set of `json.lua`, which refuses if the string changed since; the save then
+//! reads again, up to [`CAS_ATTEMPTS`] times. A `/counter` is three round-trips (load,
+//! read, write) where the hash layout needs two.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::cmd;
+
+use super::{
+    super::{
+        json_record::{self, backoff, decode, CAS_ATTEMPTS, RETRIES_WITHOUT_PAUSE},
+        moved_marker_ttl, ChangeSet, SaveOutcome, SessionMap,
+    },
+    millis, outcome, RedisStore, Retry,
+};
+use crate::error::StoreError;
+
+/// The compare-and-set script of the JSON layout.
+pub(super) const JSON_SCRIPT: &str = include_str!("json.lua");
+
+/// The marker a renew leaves at the old key in this layout (`MOVED` in `json.lua`): a JSON
+/// object whose one key no app can set.
+const JSON_MOVED_MARKER: &[u8] = br#"{"\u0000moved":1}"#;
+/// The marker's key: a record that has it is a marker, even after an app that ignores it
+/// (a `sanic_session` app) wrote other keys next to it.
+const MOVED_KEY: &str = "\0moved";
+
+/// How sessions are laid out in Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisLayout {
+    /// One hash per session, one field per key (the default): a save writes only the
+    /// fields it changed, in one round-trip.
+    #[default]
+    Hash,
+    /// One string per session, a JSON object of its keys, written with `SET ... PX`: the
+    /// layout of `sanic_session`'s Redis interface, for an app moving from it (sessions it
+    /// wrote stay valid, and both apps can share the store during the switch). A save reads
+    /// the string, merges its changes, and writes it back with a compare-and-set on the
+    /// whole value, retrying if another request wrote first: per-key merges, the strict
+    /// policy, no resurrection of a deleted session and the TTL hold as in the hash layout,
+    /// for one more round-trip per save. Not on a Cluster.
+    Json,
+}
+
+/// What a read for a save found.
+enum Found {
+    /// The session's record, and the string it was read from.
+    Record(SessionMap, Vec<u8>),
+    /// The save ends with this outcome, nothing written.
+    Ended(SaveOutcome),
+}
+
+impl RedisStore {
+    /// The session at `key`, for a load: `None` for no session or the moved marker.
+    pub(super) async fn load_json(&self, key: &str) -> Result<Option<SessionMap>, StoreError> {
+        let get = cmd("GET").arg(key).clone();
+        let Some(value) = self
+            .query::<Option<Vec<u8>>>(&get, Retry::OnceIfDropped)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if value == JSON_MOVED_MARKER {
+            return Ok(None);
+        }
+        let record = decode(&value)?;
+        Ok((!record.contains_key(MOVED_KEY)).then_some(record))
+    }
+
+    /// Stores a new session at `key`, where nothing is stored.
+    pub(super) async fn create_json(
+        &self,
+        key: &str,
+        data: &SessionMap,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let value = json_record::encode(data)?;
+        let set = cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .clone();
+        match self.query::<Option<String>>(&set, Retry::Never).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::IdInUse),
+        }
+    }
+
+    /// Merges `changes` into the session at `key`; for a renew (`to` given), the merged
+    /// session goes to `to` and `key` becomes the marker, in the same compare-and-set.
+    pub(super) async fn merge_json(
+        &self,
+        key: &str,
+        to: Option<&str>,
+        changes: &ChangeSet,
+    ) -> Result<SaveOutcome, StoreError> {
+        for attempt in 0..CAS_ATTEMPTS {
+            let (record, read) = match self.read_for_save(key, changes).await? {
+                Found::Record(record, read) => (record, read),
+                Found::Ended(outcome) => return Ok(outcome),
+            };
+            let mut invocation = self.script.prepare_invoke();
+            invocation.key(key);
+            if record.is_empty() {
+                invocation.arg("e").arg(read);
+            } else {
+                let ttl = changes.ttl();
+                let value = json_record::encode(&record)?;
+                match to {
+                    None => invocation.arg("w").arg(read).arg(value).arg(millis(ttl)),
+                    Some(to) => invocation
+                        .key(to)
+                        .arg("r")
+                        .arg(read)
+                        .arg(value)
+                        .arg(millis(ttl))
+                        .arg(millis(moved_marker_ttl(ttl))),
+                };
+            }
+            let status: String = self.run_script(&invocation, Retry::Never).await?;
+            match status.as_str() {
+                "lost" if attempt < RETRIES_WITHOUT_PAUSE => {}
+                "lost" => backoff().await,
+                other => return outcome(other),
+            }
+        }
+        Err(StoreError::Contended(CAS_ATTEMPTS))
+    }
+
+    /// The session at `key` with `changes` merged in, and the string it was read from; or
+    /// the outcome that ends the save (gone, unreadable, moved, or a strict conflict).
+    async fn read_for_save(&self, key: &str, changes: &ChangeSet) -> Result<Found, StoreError> {
+        let get = cmd("GET").arg(key).clone();
+        let value = match self
+            .query::<Option<Vec<u8>>>(&get, Retry::OnceIfDropped)
+            .await
+        {
+            Ok(Some(value)) => value,
+            // No session, or a key of another type: nothing this layout wrote.
+            Ok(None) | Err(StoreError::Corrupt(_)) => return Ok(Found::Ended(SaveOutcome::Gone)),
+            Err(err) => return Err(err),
+        };
+        if value == JSON_MOVED_MARKER {
+            return Ok(Found::Ended(SaveOutcome::Moved));
+        }
+        // A value that is not a JSON object is never written over.
+        let Ok(mut record) = decode(&value) else {
+            return Ok(Found::Ended(SaveOutcome::Gone));
+        };
+        if record.contains_key(MOVED_KEY) {
+            return Ok(Found::Ended(SaveOutcome::Moved));
+        }
+        if changes.conflicts_with(&record) {
+            return Ok(Found::Ended(SaveOutcome::Conflict));
+        }
+        changes.apply_to(&mut record);
+        Ok(Found::Record(record, value))
+    }
+
+    /// Extends the TTL of the session at `key`; `false` when there is none (or the marker).
+    pub(super) async fn touch_json(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(key).arg("t").arg(millis(ttl));
+        let status: String = self.run_script(&invocation, Retry::OnceIfDropped).await?;
+        Ok(outcome(&status)? == SaveOutcome::Saved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_is_a_json_object_whose_one_key_is_the_marker_key() {
+        let record = decode(JSON_MOVED_MARKER).unwrap();
+        assert_eq!(record.len(), 1);
+        assert_eq!(record.get(MOVED_KEY).map(String::as_str), Some("1"));
+        assert!(
+            JSON_SCRIPT.contains(r#"local MOVED = '{"\\u0000moved":1}'"#),
+            "the script's marker differs from JSON_MOVED_MARKER"
+        );
+    }
+}
