@@ -60,10 +60,13 @@
 //! | `.cookie_domain(Some(d))` / `.cookie_path(p)` | `.domain(d)` / `.path(p)` |
 //! | `.session_lifecycle(BrowserSession::default())` (its default) | `.browser_session(true)` (ours is a persistent cookie) |
 //! | `.session_lifecycle(PersistentSession::default().session_ttl(t))` | `.ttl(t)` |
-//! | `TtlExtensionPolicy::OnEveryRequest` / `OnStateChanges` | [`TtlExtension::OnEveryRequest`](crate::TtlExtension) / `OnStateChanges` through `.ttl_extension(..)` |
+//! | `TtlExtensionPolicy::OnEveryRequest` / `OnStateChanges` (its default) | `.ttl_extension(TtlExtension::OnEveryRequest)` / [`TtlExtension::OnChange`](crate::TtlExtension) (ours too) |
 //! | `.cookie_content_security(CookieContentSecurity::Private)` | none: the cookie holds only a random id, there is nothing to hide |
 //! | `RedisSessionStore::new(url)` | `RedisStore::new(url)` (feature `redis`) |
-//! | `CookieSessionStore` | none: sessions stay on the server; see `docs/migrating.md` |
+//! | `CookieSessionStore` | none: sessions stay on the server |
+//!
+//! `docs/migrating.md` in the repository is the whole guide: cookies, TTLs, what carries
+//! over.
 
 use std::{cell::Ref, ops::Deref};
 

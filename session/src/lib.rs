@@ -96,6 +96,13 @@
 //!
 //! `examples/map_store.rs` is a complete store on a `Mutex<HashMap>` that passes it.
 //!
+//! # Migrating
+//!
+//! From `sanic_session`: the same cookie, id format and key prefix; its Redis layout is
+//! [`RedisLayout::Json`](storage::RedisLayout) (feature `redis`), its Memcached layout is
+//! ours. From actix-session: [`compat`] has its `Session` API, so handlers compile with only
+//! their `use` lines changed. The repository's `docs/migrating.md` is the whole guide.
+//!
 //! # Architecture
 //!
 //! 1. [`SessionMiddleware`] reads the session cookie (`middleware.rs`) and puts an unloaded
