@@ -167,6 +167,7 @@ def kinds(redis_url, memcached_addr, with_python):
         ("ours-memory-signed", [SERVER, "ours-memory-signed"], {}),
         ("ours-redis", [SERVER, "ours-redis"], {"REDIS_URL": f"{redis_url}/2"}),
         ("ours-redis-strict", [SERVER, "ours-redis", "--strict"], {"REDIS_URL": f"{redis_url}/3"}),
+        ("ours-redis-json", [SERVER, "ours-redis-json"], {"REDIS_URL": f"{redis_url}/6"}),
         ("ours-memcached", [SERVER, "ours-memcached"], {"MEMCACHED_ADDR": memcached_addr}),
         ("ours-memcached-strict", [SERVER, "ours-memcached", "--strict"], {"MEMCACHED_ADDR": memcached_addr}),
         ("as-cookie", [SERVER, "as-cookie"], {}),
@@ -292,6 +293,8 @@ def report(args, servers, runs, memory_line):
         ("ours (Redis) / actix-session (Redis)", "ours-redis", "as-redis", 1.0),
         ("ours (memory) / sanic_session (memory)", "ours-memory", "sanic-memory", 10.0),
         ("ours (Redis) / sanic_session (Redis)", "ours-redis", "sanic-redis", 10.0),
+        ("ours (Redis, JSON layout) / sanic_session (Redis)", "ours-redis-json", "sanic-redis", None),
+        ("ours (Redis, JSON layout) / ours (Redis)", "ours-redis-json", "ours-redis", None),
     ]:
         ratios += [(label, "/counter", a, b, target), (label, "/read", a, b, None)]
     # What signing the cookie costs (HMAC-SHA256): reported only.

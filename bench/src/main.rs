@@ -277,6 +277,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?
         }
         "ours-redis" => serve_ours(RedisStore::new(redis_url())?, strict, stats)?,
+        "ours-redis-json" => {
+            let store = RedisStore::builder(redis_url())
+                .layout(actix_kv_session::storage::RedisLayout::Json)
+                .build()?;
+            serve_ours(store, strict, stats)?
+        }
         "ours-memcached" => {
             let addr = env::var("MEMCACHED_ADDR").unwrap_or_else(|_| "127.0.0.1:11211".to_owned());
             serve_ours(MemcachedStore::new(addr)?, strict, stats)?
