@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite as CI does: installs the servers the tests start (redis-server,
-# redis-cli, memcached) when they are missing, then formatting, lints, docs and every test.
+# redis-cli, memcached) when they are missing and the Python venv of the Sanic round trip
+# (tests/sanic/.venv, which examples/tests/sanic.rs runs), then formatting, lints, docs and
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,12 +11,27 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v memcached >/dev/null 2>&1 || need+=(memcached)
 # redis-cli creates the test cluster; Sentinels are `redis-server --sentinel`, the same binary.
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+# Debian ships `venv` with Python but `ensurepip`, which `python3 -m venv` needs, apart.
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Sanic on sanic-sessions, for the round trip with the examples in examples/tests/sanic.rs.
+# Made once (about 15 s); installed again only when requirements.txt changes.
+venv=tests/sanic/.venv
+if [ ! -x "$venv/bin/python" ]; then
+  echo "==> creating $venv"
+  python3 -m venv "$venv"
+fi
+if [ ! "$venv/.installed" -nt tests/sanic/requirements.txt ]; then
+  echo "==> installing tests/sanic/requirements.txt into $venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/sanic/requirements.txt
+  touch "$venv/.installed"
 fi
 
 echo "==> cargo fmt --check"

@@ -196,7 +196,7 @@ fn counter_redis() {
     counts_one_two_three(&mut app);
 }
 
-/// `REDIS_LAYOUT=json`: the counter on sanic_session's layout, a JSON string per session.
+/// `REDIS_LAYOUT=json`: the counter on `sanic_session`'s layout, a JSON string per session.
 #[cfg(feature = "redis")]
 #[test]
 fn counter_redis_on_the_json_layout() {

@@ -1,6 +1,6 @@
-//! `RedisStore` with `RedisLayout::Json`, sanic_session's layout, against a real
+//! `RedisStore` with `RedisLayout::Json`, `sanic_session`'s layout, against a real
 //! `redis-server`: the conformance and middleware suites, what is stored (read with the
-//! redis crate), sessions a sanic_session app wrote, and data of the other layout.
+//! redis crate), sessions a `sanic_session` app wrote, and data of the other layout.
 
 use actix_kv_session::{
     storage::{RedisLayout, RedisStore},
@@ -59,7 +59,7 @@ async fn one_json_object_per_session_with_the_ttl() {
     );
 }
 
-/// What sanic_session's Redis interface writes (`SETEX session:<id> 2592000 <json>`, the
+/// What `sanic_session`'s Redis interface writes (`SETEX session:<id> 2592000 <json>`, the
 /// JSON from `ujson.dumps`) is read, changed key by key, and stays a JSON string with every
 /// key the Sanic app set, numbers exact.
 #[actix_web::test]
@@ -141,7 +141,7 @@ async fn data_of_the_other_layout_starts_a_fresh_session_and_is_left_alone() {
     }
 }
 
-/// The hash layout meeting a session sanic_session wrote: a fresh session, never a 500.
+/// The hash layout meeting a session `sanic_session` wrote: a fresh session, never a 500.
 #[actix_web::test]
 async fn the_hash_layout_meeting_a_json_session_starts_a_fresh_one() {
     let server = ServerProcess::redis();
