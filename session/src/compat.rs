@@ -46,6 +46,12 @@
 //! session (`contains_key` is `false`, `remove` is `None`) and change nothing, with a
 //! warning logged; those with one fail with [`SessionError::NotLoaded`].
 //!
+//! # Keeping users logged in
+//!
+//! [`ActixSessionImport`] (feature `actix-session-import`) takes over the sessions the
+//! actix-session app wrote, given its key: see
+//! [`SessionMiddlewareBuilder::import_sessions`](crate::SessionMiddlewareBuilder::import_sessions).
+//!
 //! # Setting up the middleware
 //!
 //! The builder differs; each actix-session call has an equivalent:
@@ -68,6 +74,9 @@
 //! `docs/migrating.md` in the repository is the whole guide: cookies, TTLs, what carries
 //! over.
 
+#[cfg(feature = "actix-session-import")]
+mod actix_session_import;
+
 use std::{cell::Ref, ops::Deref};
 
 use actix_web::{
@@ -80,6 +89,8 @@ use actix_web::{
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
+#[cfg(feature = "actix-session-import")]
+pub use self::actix_session_import::ActixSessionImport;
 pub use crate::SessionStatus;
 use crate::{storage::SessionMap, SessionError};
 

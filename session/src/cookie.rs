@@ -31,26 +31,32 @@ pub(crate) fn read_session_cookie(
     name: &str,
     signer: Option<&Signer>,
 ) -> CookieState {
+    let Some(value) = cookie_value(headers, name) else {
+        return CookieState::Absent;
+    };
+    match signer {
+        None => SessionId::parse_bytes(value).map(CookieState::Valid),
+        // The signature is checked when the session is used.
+        Some(_) => SignedCookie::parse(value).map(CookieState::Signed),
+    }
+    .unwrap_or(CookieState::Invalid)
+}
+
+/// The value of the first cookie named `name` in the request's `Cookie` headers.
+pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     let name = name.as_bytes();
     for header in headers.get_all(COOKIE) {
         for pair in header.as_bytes().split(|&b| b == b';') {
             let pair = pair.trim_ascii();
-            let Some(value) = pair
+            if let Some(value) = pair
                 .strip_prefix(name)
                 .and_then(|rest| rest.trim_ascii_start().strip_prefix(b"="))
-            else {
-                continue;
-            };
-            let value = value.trim_ascii();
-            return match signer {
-                None => SessionId::parse_bytes(value).map(CookieState::Valid),
-                // The signature is checked when the session is used.
-                Some(_) => SignedCookie::parse(value).map(CookieState::Signed),
+            {
+                return Some(value.trim_ascii());
             }
-            .unwrap_or(CookieState::Invalid);
         }
     }
-    CookieState::Absent
+    None
 }
 
 /// The `Set-Cookie` headers of a middleware, rendered from its settings once, when it is

@@ -101,7 +101,9 @@
 //! From `sanic_session`: the same cookie, id format and key prefix; its Redis layout is
 //! [`RedisLayout::Json`](storage::RedisLayout) (feature `redis`), its Memcached layout is
 //! ours. From actix-session: [`compat`] has its `Session` API, so handlers compile with only
-//! their `use` lines changed. The repository's `docs/migrating.md` is the whole guide.
+//! their `use` lines changed, and its `ActixSessionImport` (feature `actix-session-import`)
+//! takes over the sessions actix-session wrote, through [`ImportSession`]. The repository's
+//! `docs/migrating.md` is the whole guide.
 //!
 //! # Architecture
 //!
@@ -129,12 +131,14 @@
 //! | `redis` | no | [`storage::RedisStore`], on redis-rs (its connection manager, or your deadpool-redis pool) |
 //! | `memcached` | no | [`storage::MemcachedStore`], over the meta protocol, several nodes, TLS |
 //! | `testing` | no | the store conformance suite, for a store of your own: `store_conformance!` |
+//! | `actix-session-import` | no | `compat::ActixSessionImport`: takes over actix-session's sessions |
 
 pub mod compat;
 mod config;
 mod cookie;
 mod error;
 mod id;
+mod import;
 mod lifetime;
 mod middleware;
 mod plan;
@@ -152,6 +156,7 @@ pub use self::{
     config::TtlExtension,
     error::{BoxError, SessionError, StoreError},
     id::SessionId,
+    import::ImportSession,
     middleware::{SessionFuture, SessionMiddleware, SessionMiddlewareBuilder, SessionService},
     session::{Session, SessionStatus},
     session_ext::SessionExt,

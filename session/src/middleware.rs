@@ -25,11 +25,12 @@ use pin_project_lite::pin_project;
 
 use crate::{
     config::{SessionConfig, TtlExtension},
-    cookie::{read_session_cookie, SetCookie},
+    cookie::{cookie_value, read_session_cookie, SetCookie},
     error::{opaque_response, FailureLog, SessionError, StoreError},
+    import::ImportSession,
     lifetime,
     plan::{CookieAction, Refusal, SavePlan, Write, Written},
-    session::{Ending, LoadSession},
+    session::{CookieState, Ending, LoadSession},
     signing::{SignedCookie, Signer, SigningKey},
     storage::{ChangeSet, ConflictPolicy, DynStore, KeyChange, SessionMap, SessionStore},
     users::{self, UserSession},
@@ -81,6 +82,8 @@ struct Inner<S> {
     failures: FailureLog,
     /// Records the store holds but cannot read, reported the same way.
     unreadable: FailureLog,
+    /// Reads the sessions of the library the app moved from, if set.
+    import: Option<Arc<dyn ImportSession>>,
 }
 
 impl<S> Clone for SessionMiddleware<S> {
@@ -134,6 +137,7 @@ impl<S: SessionStore> SessionMiddleware<S> {
         SessionMiddlewareBuilder {
             store,
             config: SessionConfig::default(),
+            import: None,
         }
     }
 }
@@ -143,12 +147,14 @@ impl<S: SessionStore> SessionMiddleware<S> {
 pub struct SessionMiddlewareBuilder<S> {
     store: S,
     config: SessionConfig,
+    import: Option<Arc<dyn ImportSession>>,
 }
 
 impl<S> fmt::Debug for SessionMiddlewareBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionMiddlewareBuilder")
             .field("config", &self.config)
+            .field("import", &self.import.as_ref().map(|i| i.cookie_name()))
             .finish_non_exhaustive()
     }
 }
@@ -349,6 +355,34 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
         self
     }
 
+    /// Takes over the sessions of the library the app moved from: a request that carries
+    /// its cookie and no session of ours gets the old session's keys as a new session of
+    /// ours, under a fresh id, and the old cookie is removed (see [`ImportSession`]).
+    /// [`compat::ActixSessionImport`](crate::compat::ActixSessionImport) reads
+    /// actix-session's.
+    ///
+    /// ```
+    /// # use actix_kv_session::{storage::{MemoryStore, SessionMap}, ImportSession, StoreError};
+    /// # use futures_util::future::LocalBoxFuture;
+    /// # struct OldSessions;
+    /// # impl ImportSession for OldSessions {
+    /// #     fn cookie_name(&self) -> &str { "id" }
+    /// #     fn import<'a>(&'a self, _: &'a str)
+    /// #         -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+    /// #         Box::pin(async { Ok(None) })
+    /// #     }
+    /// # }
+    /// use actix_kv_session::SessionMiddleware;
+    ///
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .import_sessions(OldSessions)
+    ///     .build();
+    /// ```
+    pub fn import_sessions(mut self, import: impl ImportSession) -> Self {
+        self.import = Some(Arc::new(import));
+        self
+    }
+
     /// Builds the middleware.
     ///
     /// # Panics
@@ -375,6 +409,7 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
                 unreadable: FailureLog::new(
                     "a stored session cannot be read; its id is treated as unknown",
                 ),
+                import: self.import,
             }),
         }
     }
@@ -428,8 +463,18 @@ where
         let config = &self.inner.config;
         let cookie =
             read_session_cookie(req.headers(), &config.cookie_name, config.signer.as_ref());
+        let import = match (&self.inner.import, cookie) {
+            (Some(import), CookieState::Absent | CookieState::Invalid) => {
+                cookie_value(req.headers(), import.cookie_name())
+            }
+            _ => None,
+        };
+        let import = import.map(|value| Box::from(String::from_utf8_lossy(value)));
         let loader: Arc<dyn LoadSession> = self.inner.clone();
         let session = Session::new(cookie, loader);
+        if let Some(value) = import {
+            session.set_legacy(value);
+        }
         req.extensions_mut().insert(session.clone());
         SessionFuture {
             stage: Stage::Handler {
@@ -486,7 +531,8 @@ where
                         return Poll::Ready(Ok(res.map_into_left_body()));
                     }
                     let inner = Arc::clone(this.inner);
-                    let save = Box::pin(async move { inner.finish(ending, res).await });
+                    let legacy = this.session.take_legacy();
+                    let save = Box::pin(async move { inner.finish(ending, res, legacy).await });
                     this.stage.set(Stage::Saving { save });
                 }
                 StageProj::Saving { save } => return save.as_mut().poll(cx).map(Ok),
@@ -544,6 +590,24 @@ impl<S: SessionStore> LoadSession for Inner<S> {
     ) -> LocalBoxFuture<'a, Result<usize, StoreError>> {
         Box::pin(users::purge(&self.store, user, except))
     }
+
+    fn import<'a>(
+        &'a self,
+        cookie: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+        Box::pin(async move {
+            match &self.import {
+                Some(import) => match self.timed(import.import(cookie)).await {
+                    Ok(imported) => Ok(imported),
+                    Err(err) => {
+                        self.failures.failure(&err);
+                        Err(err)
+                    }
+                },
+                None => Ok(None),
+            }
+        })
+    }
 }
 
 impl<S: SessionStore> Inner<S> {
@@ -570,10 +634,14 @@ impl<S: SessionStore> Inner<S> {
     }
 
     /// Saves what the request changed and fixes up the response.
+    ///
+    /// `legacy` is the value of another library's session cookie the request carried: once
+    /// the save succeeded, its session is forgotten and its cookie removed.
     async fn finish<B>(
         &self,
         ending: Ending,
         mut res: ServiceResponse<B>,
+        legacy: Option<Box<str>>,
     ) -> ServiceResponse<EitherBody<B>> {
         if res.status().is_server_error() {
             // The handler failed: whatever it changed is not to be trusted.
@@ -622,6 +690,9 @@ impl<S: SessionStore> Inner<S> {
                 return replace(res, StatusCode::CONFLICT);
             }
         };
+        if let Some(legacy) = legacy {
+            self.retire(&legacy, &mut res).await;
+        }
         let header = match action {
             CookieAction::Keep => return res.map_into_left_body(),
             // A session with its own TTL or cookie kind ("remember me"): rendered for it.
@@ -649,6 +720,26 @@ impl<S: SessionStore> Inner<S> {
             Err(err) => {
                 crate::error::log_error(&err);
                 replace(res, StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+
+    /// After a save that took over (or found nothing under) another library's cookie:
+    /// forgets its session and removes its cookie, unless ours has the same name (ours
+    /// replaces it then).
+    async fn retire<B>(&self, legacy: &str, res: &mut ServiceResponse<B>) {
+        let Some(import) = &self.import else {
+            return;
+        };
+        if let Err(err) = self.timed(import.forget(legacy)).await {
+            crate::error::log_error(&err);
+        }
+        if import.cookie_name() != self.config.cookie_name {
+            match HeaderValue::try_from(import.removal_cookie().to_string()) {
+                Ok(removal) => {
+                    res.headers_mut().append(SET_COOKIE, removal);
+                }
+                Err(err) => crate::error::log_error(&err),
             }
         }
     }

@@ -47,6 +47,16 @@ pub(crate) trait LoadSession {
         user: &'a str,
         except: Option<&'a SessionId>,
     ) -> LocalBoxFuture<'a, Result<usize, StoreError>>;
+
+    /// The session another library's cookie names (see
+    /// [`ImportSession`](crate::ImportSession)), if the middleware imports any.
+    fn import<'a>(
+        &'a self,
+        cookie: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+        let _ = cookie;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// What the request's cookie said.
@@ -394,6 +404,9 @@ struct State {
     /// The request's signed cookie, once its signature verified with the key that signs:
     /// a response that sets the cookie to the same id sends it again instead of signing.
     current_signature: Option<SignedCookie>,
+    /// The value of another library's session cookie, to import the session it names when
+    /// the request has no session of ours (only with [`ImportSession`](crate::ImportSession)).
+    legacy: Option<Box<str>>,
 }
 
 struct Cell {
@@ -444,6 +457,7 @@ impl Session {
                 finished: false,
                 failure: None,
                 current_signature: None,
+                legacy: None,
             }),
             load_gate: tokio::sync::Mutex::new(()),
             loader,
@@ -467,7 +481,7 @@ impl Session {
             return Ok(());
         }
         let _gate = self.0.load_gate.lock().await;
-        let id = {
+        let (id, legacy) = {
             let mut state = self.0.state.borrow_mut();
             if state.loaded.is_some() {
                 return Ok(());
@@ -475,18 +489,23 @@ impl Session {
             if state.finished {
                 return Err(SessionError::NotLoaded);
             }
-            state.cookie_id(self.0.loader.as_ref())
+            (
+                state.cookie_id(self.0.loader.as_ref()),
+                state.legacy.clone(),
+            )
         };
-        let record = match &id {
-            Some(id) => match store.load(id).await {
-                Ok(record) => record,
-                Err(err) => {
-                    let err = SessionError::Store(err);
-                    self.fail(err.status_code());
-                    return Err(err);
-                }
-            },
-            None => None,
+        let record = match (&id, legacy) {
+            (Some(id), _) => store.load(id).await,
+            (None, Some(legacy)) => return self.import(store.as_ref(), &legacy).await,
+            (None, None) => Ok(None),
+        };
+        let record = match record {
+            Ok(record) => record,
+            Err(err) => {
+                let err = SessionError::Store(err);
+                self.fail(err.status_code());
+                return Err(err);
+            }
         };
         let loaded = match record {
             Some(mut data) => {
@@ -519,6 +538,43 @@ impl Session {
             state.loaded = Some(loaded);
         }
         Ok(())
+    }
+
+    /// Loads the session another library's cookie names as a new session of ours: every
+    /// key is a change, so the save creates it under a fresh id.
+    async fn import(&self, store: &dyn LoadSession, legacy: &str) -> Result<(), SessionError> {
+        let imported = match store.import(legacy).await {
+            Ok(imported) => imported.unwrap_or_default(),
+            Err(err) => {
+                let err = SessionError::Store(err);
+                self.fail(err.status_code());
+                return Err(err);
+            }
+        };
+        let mut loaded = Loaded::default();
+        for (key, json) in imported {
+            // A value that is not JSON could be neither read nor stored as JSON: left out.
+            let is_json = serde_json::from_str::<serde::de::IgnoredAny>(&json).is_ok();
+            if is_json && !is_bookkeeping(&key) {
+                loaded.set(key, json);
+            }
+        }
+        let mut state = self.0.state.borrow_mut();
+        if !state.finished {
+            state.loaded = Some(loaded);
+        }
+        Ok(())
+    }
+
+    /// Sets the value of another library's session cookie found on the request.
+    pub(crate) fn set_legacy(&self, value: Box<str>) {
+        self.0.state.borrow_mut().legacy = Some(value);
+    }
+
+    /// The value of another library's session cookie, if the request had one and used its
+    /// session: the middleware then removes that cookie and forgets its session.
+    pub(crate) fn take_legacy(&self) -> Option<Box<str>> {
+        self.0.state.borrow_mut().legacy.take()
     }
 
     /// Whether the session has been loaded in this request.

@@ -255,6 +255,22 @@ impl RedisStore {
             .map(drop)
     }
 
+    /// The value of a string at `key`, whatever it is (another library's session).
+    #[cfg(feature = "actix-session-import")]
+    pub(crate) async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let get = deadpool_redis::redis::cmd("GET").arg(key).clone();
+        self.query(&get, Retry::OnceIfDropped).await
+    }
+
+    /// Deletes `key`, whatever it is (another library's session).
+    #[cfg(feature = "actix-session-import")]
+    pub(crate) async fn delete_raw(&self, key: &str) -> Result<(), StoreError> {
+        let del = deadpool_redis::redis::cmd("DEL").arg(key).clone();
+        self.query::<i64>(&del, Retry::OnceIfDropped)
+            .await
+            .map(drop)
+    }
+
     fn is_cluster(&self) -> bool {
         matches!(&self.connection, Source::Managed(managed) if managed.is_cluster())
     }
