@@ -368,3 +368,47 @@ async fn an_item_that_is_not_a_session_is_an_unknown_id_and_a_purge_deletes_it()
         );
     }
 }
+
+/// The marker a renew leaves at the old key is a JSON object with client flags 0: a
+/// `sanic_session` app (whose memcached client refuses items with flags) that meets it reads
+/// a session without keys instead of answering 500. A touch of it is refused and leaves its
+/// time to live alone; a session of exactly the marker's size is still touched.
+#[actix_web::test]
+async fn the_renew_marker_is_a_json_object_any_client_reads() {
+    let (store, server) = memcached();
+    let mut client = raw(&server).await;
+    let app = init_app!(SessionMiddleware::new(store.clone()));
+    let old = get(&app, "/counter", None).await.id();
+    let new = post(&app, "/login/ann", Some(old.as_str())).await.id();
+    assert_ne!(old, new);
+    let key = format!("session:{old}");
+    let marker = client.get(&key).await.unwrap().expect("the marker");
+    assert_eq!(
+        marker.flags.unwrap_or(0),
+        0,
+        "flags a Sanic app cannot read"
+    );
+    assert_eq!(
+        item(&mut client, &key).await,
+        Some(serde_json::json!({"\u{0}moved": 1}))
+    );
+    assert!(!store.touch(&old, Duration::from_hours(1)).await.unwrap());
+    let left = client
+        .meta_get(&key, false, None, Some(&["t"]))
+        .await
+        .unwrap()
+        .and_then(|answer| answer.ttl_remaining);
+    assert!(matches!(left, Some(1..=300)), "the marker's TTL: {left:?}");
+
+    // `{"foo":1234567890}` is as long as the marker.
+    let same_size = SessionId::generate();
+    let data = [("foo".to_owned(), "1234567890".to_owned())].into();
+    store
+        .create(&same_size, &data, Duration::from_mins(1))
+        .await
+        .unwrap();
+    assert!(store
+        .touch(&same_size, Duration::from_hours(1))
+        .await
+        .unwrap());
+}

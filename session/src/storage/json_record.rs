@@ -22,6 +22,22 @@ pub(super) const CAS_ATTEMPTS: u32 = 64;
 /// connections on 200 sessions, three rounds each).
 pub(super) const RETRIES_WITHOUT_PAUSE: u32 = 3;
 
+/// The marker a renew leaves at the old key (see
+/// [`MOVED_MARKER_TTL`](super::MOVED_MARKER_TTL)): itself a JSON object, whose one key no
+/// app can set, so a `sanic_session` app that meets it reads a session without keys instead
+/// of failing on a value it cannot parse (sanic-sessions answers 500 to a read error, and
+/// its memcached client refuses items with client flags).
+pub(super) const MOVED_MARKER: &[u8] = br#"{"\u0000moved":1}"#;
+
+/// The marker's key: a record that has it is a marker, even after an app that does not
+/// know it (a `sanic_session` app) wrote its own keys next to it.
+const MOVED_KEY: &str = "\0moved";
+
+/// Whether a record read is the moved marker.
+pub(super) fn is_moved_marker(record: &SessionMap) -> bool {
+    record.contains_key(MOVED_KEY)
+}
+
 /// A record as a JSON object, each value written as the JSON text it is (not re-parsed, so
 /// numbers and strings keep their exact form).
 ///

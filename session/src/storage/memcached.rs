@@ -22,7 +22,9 @@ use self::{
     recent_reads::RecentReads,
 };
 use super::{
-    json_record::{self, backoff, decode, CAS_ATTEMPTS, RETRIES_WITHOUT_PAUSE},
+    json_record::{
+        self, backoff, decode, is_moved_marker, CAS_ATTEMPTS, MOVED_MARKER, RETRIES_WITHOUT_PAUSE,
+    },
     moved_marker_ttl,
     per_thread::{Lease, PerThread},
     ChangeSet, KeyPrefix, SaveOutcome, SessionMap, SessionStore,
@@ -38,13 +40,6 @@ const MAX_KEY_LEN: usize = 250;
 const MAX_RELATIVE_TTL: u64 = 30 * 24 * 60 * 60;
 /// The last absolute time memcached can hold: it keeps times as 32-bit signed numbers.
 const MAX_EXPTIME: u64 = i32::MAX as u64;
-/// The client flags of the marker a renew leaves at the old key (see
-/// [`MOVED_MARKER_TTL`](super::MOVED_MARKER_TTL)); sessions are stored with flags 0, as
-/// `sanic_session`'s Memcache interface stores them. Its value is an empty JSON object, so
-/// a client that ignores flags reads an empty session.
-const MOVED_FLAGS: u32 = 0x6d76;
-const MOVED_VALUE: &[u8] = b"{}";
-
 /// The oldest memcached whose meta protocol the store speaks: before 1.6.10, `ms` took the
 /// value's size as a flag, and answered this store's `ms` with two error lines, one of
 /// them for the value read as a command.
@@ -449,7 +444,7 @@ struct NodeError {
 /// may be stale is not a conflict yet).
 fn merged_onto(value: &[u8], changes: &ChangeSet) -> Option<SessionMap> {
     let mut record = decode(value).ok()?;
-    if changes.conflicts_with(&record) {
+    if is_moved_marker(&record) || changes.conflicts_with(&record) {
         return None;
     }
     changes.apply_to(&mut record);
@@ -536,15 +531,12 @@ impl MemcachedStore {
 
     /// The item with its CAS token.
     async fn get_with_cas(&self, node: usize, key: &str) -> Result<Option<Item>, StoreError> {
-        let get = command("mg", key, format_args!(" v c f"), None);
+        let get = command("mg", key, format_args!(" v c"), None);
         let mut reply = self.call(node, get).await?;
         match reply.status() {
             b"EN" => return Ok(None),
             b"VA" => {}
             _ => return Err(self.unexpected(node, &reply)),
-        }
-        if reply.number(b'f') == Some(MOVED_FLAGS) {
-            return Ok(Some(Item::Moved));
         }
         let cas = match reply.number::<u64>(b'c') {
             // memcached started with `-C`: every compare-and-swap would fail.
@@ -562,6 +554,7 @@ impl MemcachedStore {
         };
         Ok(Some(
             match decode(&reply.take_value().unwrap_or_default()) {
+                Ok(record) if is_moved_marker(&record) => Item::Moved,
                 Ok(record) => Item::Record(record, cas),
                 Err(_) => Item::Unreadable,
             },
@@ -602,6 +595,17 @@ impl MemcachedStore {
         self.write_result(node, &reply)
     }
 
+    /// Whether the item at `key` is the moved marker (false when there is none).
+    async fn is_marker(&self, node: usize, key: &str) -> Result<bool, StoreError> {
+        let get = command("mg", key, format_args!(" v"), None);
+        let mut reply = self.call(node, get).await?;
+        match reply.status() {
+            b"EN" => Ok(false),
+            b"VA" => Ok(reply.take_value().as_deref() == Some(MOVED_MARKER)),
+            _ => Err(self.unexpected(node, &reply)),
+        }
+    }
+
     /// Replaces the item at `key` with the moved marker, if it still has the CAS token `cas`.
     async fn mark_moved(&self, key: &str, cas: u64, ttl: Duration) -> Result<Write, StoreError> {
         let node = self.node_of(key);
@@ -609,8 +613,8 @@ impl MemcachedStore {
         let command = command(
             "ms",
             key,
-            format_args!(" {} T{exptime} C{cas} F{MOVED_FLAGS}", MOVED_VALUE.len()),
-            Some(MOVED_VALUE),
+            format_args!(" {} T{exptime} C{cas}", MOVED_MARKER.len()),
+            Some(MOVED_MARKER),
         );
         let reply = self.call(node, command).await?;
         self.write_result(node, &reply)
@@ -758,14 +762,16 @@ impl SessionStore for MemcachedStore {
         let key = &self.key(id);
         let node = self.node_of(key);
         self.run(Retry::OnceIfDropped, || async move {
-            let get = command("mg", key, format_args!(" v f c"), None);
+            let get = command("mg", key, format_args!(" v c"), None);
             let mut reply = self.call(node, get).await?;
             match reply.status() {
                 b"EN" => Ok(None),
-                b"VA" if reply.number(b'f') == Some(MOVED_FLAGS) => Ok(None),
                 b"VA" => {
                     let value = reply.take_value().unwrap_or_default();
                     let record = decode(&value)?;
+                    if is_moved_marker(&record) {
+                        return Ok(None);
+                    }
                     if let Some(cas) = reply.number(b'c').filter(|&cas| cas != 0) {
                         self.inner.reads.remember(*id, cas, value);
                     }
@@ -819,12 +825,15 @@ impl SessionStore for MemcachedStore {
         let node = self.node_of(key);
         let exptime = expiry(ttl);
         self.run(Retry::OnceIfDropped, || async move {
-            // `t` answers the time to live from before this touch.
-            let touch = command("mg", key, format_args!(" f t T{exptime}"), None);
+            // `t` answers the time to live from before this touch, `s` the item's size:
+            // an item of the marker's size is read to tell (a session of that size costs
+            // its touches one more round-trip).
+            let touch = command("mg", key, format_args!(" s t T{exptime}"), None);
             let reply = self.call(node, touch).await?;
+            let marker_sized = reply.number::<usize>(b's') == Some(MOVED_MARKER.len());
             match reply.status() {
                 b"EN" => Ok(false),
-                b"HD" if reply.number(b'f') == Some(MOVED_FLAGS) => {
+                b"HD" if marker_sized && self.is_marker(node, key).await? => {
                     // The touch extended a marker: give it back the time it had left.
                     let left: i64 = reply.number(b't').unwrap_or(1).max(1);
                     let restore = command("mg", key, format_args!(" T{left}"), None);

@@ -13,7 +13,7 @@
 -- Returns 'saved', 'emptied', 'gone', 'moved', 'taken', or 'lost': the value changed since
 -- it was read (read it again).
 --
--- The moved marker (MOVED; JSON_MOVED_MARKER in json.rs) is itself a JSON object, with one
+-- The moved marker (MOVED; MOVED_MARKER in json_record.rs) is itself a JSON object, with one
 -- key no app can set: a sanic_session app that meets it reads a session without its keys
 -- rather than failing on a value that is not JSON.
 local key = KEYS[1]

@@ -15,7 +15,10 @@ use deadpool_redis::redis::cmd;
 
 use super::{
     super::{
-        json_record::{self, backoff, decode, CAS_ATTEMPTS, RETRIES_WITHOUT_PAUSE},
+        json_record::{
+            self, backoff, decode, is_moved_marker, CAS_ATTEMPTS, MOVED_MARKER,
+            RETRIES_WITHOUT_PAUSE,
+        },
         moved_marker_ttl, ChangeSet, SaveOutcome, SessionMap,
     },
     millis, outcome, RedisStore, Retry,
@@ -24,13 +27,6 @@ use crate::error::StoreError;
 
 /// The compare-and-set script of the JSON layout.
 pub(super) const JSON_SCRIPT: &str = include_str!("json.lua");
-
-/// The marker a renew leaves at the old key in this layout (`MOVED` in `json.lua`): a JSON
-/// object whose one key no app can set.
-const JSON_MOVED_MARKER: &[u8] = br#"{"\u0000moved":1}"#;
-/// The marker's key: a record that has it is a marker, even after an app that ignores it
-/// (a `sanic_session` app) wrote other keys next to it.
-const MOVED_KEY: &str = "\0moved";
 
 /// How sessions are laid out in Redis.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,11 +64,11 @@ impl RedisStore {
         else {
             return Ok(None);
         };
-        if value == JSON_MOVED_MARKER {
+        if value == MOVED_MARKER {
             return Ok(None);
         }
         let record = decode(&value)?;
-        Ok((!record.contains_key(MOVED_KEY)).then_some(record))
+        Ok((!is_moved_marker(&record)).then_some(record))
     }
 
     /// Stores a new session at `key`, where nothing is stored.
@@ -150,14 +146,14 @@ impl RedisStore {
             Ok(None) | Err(StoreError::Corrupt(_)) => return Ok(Found::Ended(SaveOutcome::Gone)),
             Err(err) => return Err(err),
         };
-        if value == JSON_MOVED_MARKER {
+        if value == MOVED_MARKER {
             return Ok(Found::Ended(SaveOutcome::Moved));
         }
         // A value that is not a JSON object is never written over.
         let Ok(mut record) = decode(&value) else {
             return Ok(Found::Ended(SaveOutcome::Gone));
         };
-        if record.contains_key(MOVED_KEY) {
+        if is_moved_marker(&record) {
             return Ok(Found::Ended(SaveOutcome::Moved));
         }
         if changes.conflicts_with(&record) {
@@ -182,12 +178,12 @@ mod tests {
 
     #[test]
     fn the_marker_is_a_json_object_whose_one_key_is_the_marker_key() {
-        let record = decode(JSON_MOVED_MARKER).unwrap();
+        let record = decode(MOVED_MARKER).unwrap();
         assert_eq!(record.len(), 1);
-        assert_eq!(record.get(MOVED_KEY).map(String::as_str), Some("1"));
+        assert!(is_moved_marker(&record));
         assert!(
             JSON_SCRIPT.contains(r#"local MOVED = '{"\\u0000moved":1}'"#),
-            "the script's marker differs from JSON_MOVED_MARKER"
+            "the script's marker differs from MOVED_MARKER"
         );
     }
 }
