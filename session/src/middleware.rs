@@ -531,8 +531,22 @@ where
                         return Poll::Ready(Ok(res.map_into_left_body()));
                     }
                     let inner = Arc::clone(this.inner);
-                    let legacy = this.session.take_legacy();
-                    let save = Box::pin(async move { inner.finish(ending, res, legacy).await });
+                    let legacy = match &this.inner.import {
+                        Some(_) => this.session.take_legacy(),
+                        None => None,
+                    };
+                    let save: LocalBoxFuture<'static, _> = match legacy {
+                        None => Box::pin(async move { inner.finish(ending, res).await }),
+                        Some(legacy) => Box::pin(async move {
+                            let mut res = inner.finish(ending, res).await;
+                            // An import's save fails only with a 5xx (a create cannot
+                            // conflict): otherwise the session is ours now.
+                            if !res.status().is_server_error() {
+                                inner.retire(&legacy, &mut res).await;
+                            }
+                            res
+                        }),
+                    };
                     this.stage.set(Stage::Saving { save });
                 }
                 StageProj::Saving { save } => return save.as_mut().poll(cx).map(Ok),
@@ -634,14 +648,10 @@ impl<S: SessionStore> Inner<S> {
     }
 
     /// Saves what the request changed and fixes up the response.
-    ///
-    /// `legacy` is the value of another library's session cookie the request carried: once
-    /// the save succeeded, its session is forgotten and its cookie removed.
     async fn finish<B>(
         &self,
         ending: Ending,
         mut res: ServiceResponse<B>,
-        legacy: Option<Box<str>>,
     ) -> ServiceResponse<EitherBody<B>> {
         if res.status().is_server_error() {
             // The handler failed: whatever it changed is not to be trusted.
@@ -690,9 +700,6 @@ impl<S: SessionStore> Inner<S> {
                 return replace(res, StatusCode::CONFLICT);
             }
         };
-        if let Some(legacy) = legacy {
-            self.retire(&legacy, &mut res).await;
-        }
         let header = match action {
             CookieAction::Keep => return res.map_into_left_body(),
             // A session with its own TTL or cookie kind ("remember me"): rendered for it.

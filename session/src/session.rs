@@ -489,10 +489,13 @@ impl Session {
             if state.finished {
                 return Err(SessionError::NotLoaded);
             }
-            (
-                state.cookie_id(self.0.loader.as_ref()),
-                state.legacy.clone(),
-            )
+            let id = state.cookie_id(self.0.loader.as_ref());
+            let legacy = if id.is_none() {
+                state.legacy.clone()
+            } else {
+                None
+            };
+            (id, legacy)
         };
         let record = match (&id, legacy) {
             (Some(id), _) => store.load(id).await,
