@@ -123,7 +123,7 @@ impl RedisStore {
                         .arg(millis(moved_marker_ttl(ttl))),
                 };
             }
-            let status: String = self.run_script(&invocation, Retry::Never).await?;
+            let status: String = self.run_script(invocation, Retry::Never).await?;
             match status.as_str() {
                 "lost" if attempt < RETRIES_WITHOUT_PAUSE => {}
                 "lost" => backoff().await,
@@ -167,7 +167,7 @@ impl RedisStore {
     pub(super) async fn touch_json(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut invocation = self.script.prepare_invoke();
         invocation.key(key).arg("t").arg(millis(ttl));
-        let status: String = self.run_script(&invocation, Retry::OnceIfDropped).await?;
+        let status: String = self.run_script(invocation, Retry::OnceIfDropped).await?;
         Ok(outcome(&status)? == SaveOutcome::Saved)
     }
 }
