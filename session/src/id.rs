@@ -12,7 +12,7 @@ const ID_LEN: usize = 32;
 ///
 /// A `SessionId` can only be made by [`SessionId::generate`] or by a successful
 /// [`SessionId::parse`], so anything holding one holds a value that is safe to put in a
-/// store key: no separators, no whitespace, no control characters, fixed length.
+/// store key: no whitespace, no control characters, fixed length.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId([u8; ID_LEN]);
 
@@ -39,14 +39,17 @@ impl SessionId {
         Self::parse_bytes(value.as_bytes())
     }
 
-    /// An id for the library's own records (a user's index), derived from `digest`: `tag`
-    /// (a lowercase letter past `f`), then 31 hex digits of the digest. No cookie can carry
-    /// it: [`parse`](Self::parse) takes hex digits only.
+    /// An id for the library's own records (a user's index), derived from `digest`: `;`,
+    /// then `tag`, then 30 hex digits of the digest. No cookie can carry it: `;` separates
+    /// cookies in a `Cookie` header, so neither [`parse`](Self::parse) (hex digits only) nor
+    /// a library that takes any cookie value as an id (`sanic_session`, sharing the store
+    /// during a migration) can be made to read it.
     pub(crate) fn derived(tag: u8, digest: &[u8]) -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        debug_assert!(tag.is_ascii_lowercase() && tag > b'f');
+        debug_assert!(tag.is_ascii_lowercase());
         let mut buf = [tag; ID_LEN];
-        for (i, slot) in buf[1..].iter_mut().enumerate() {
+        buf[0] = b';';
+        for (i, slot) in buf[2..].iter_mut().enumerate() {
             let byte = digest.get(i / 2).copied().unwrap_or_default();
             let nibble = if i % 2 == 0 { byte >> 4 } else { byte & 0xf };
             *slot = HEX[usize::from(nibble)];

@@ -77,12 +77,20 @@ pub trait ImportSession: Send + Sync + 'static {
     }
 
     /// The cookie that removes the old one from the browser: by default the old name with
-    /// `Path=/`. Override it when the old cookie had another path or a domain.
+    /// `Path=/` (and `Secure` for a `__Host-` or `__Secure-` name, or browsers ignore it).
+    /// Override it when the old cookie had another path or a domain.
     fn removal_cookie(&self) -> Cookie<'static> {
-        let mut cookie = Cookie::build(self.cookie_name().to_owned(), "")
-            .path("/")
-            .finish();
-        cookie.make_removal();
-        cookie
+        removal(self.cookie_name())
     }
+}
+
+/// A removal of the cookie `name` at `Path=/`; `Secure` when its prefix requires it.
+pub(crate) fn removal(name: &str) -> Cookie<'static> {
+    let secure = name.starts_with("__Host-") || name.starts_with("__Secure-");
+    let mut cookie = Cookie::build(name.to_owned(), "")
+        .path("/")
+        .secure(secure)
+        .finish();
+    cookie.make_removal();
+    cookie
 }

@@ -589,6 +589,10 @@ impl<S: SessionStore> LoadSession for Inner<S> {
         self.config.max_value_bytes
     }
 
+    fn max_session_bytes(&self) -> Option<usize> {
+        self.config.max_session_bytes
+    }
+
     fn user_sessions<'a>(
         &'a self,
         user: &'a str,
@@ -613,6 +617,11 @@ impl<S: SessionStore> LoadSession for Inner<S> {
             match &self.import {
                 Some(import) => match self.timed(import.import(cookie)).await {
                     Ok(imported) => Ok(imported),
+                    // An old record that cannot be read: as for our own, a new visitor.
+                    Err(err @ StoreError::Corrupt(_)) => {
+                        self.unreadable.failure(&err);
+                        Ok(None)
+                    }
                     Err(err) => {
                         self.failures.failure(&err);
                         Err(err)
@@ -732,8 +741,8 @@ impl<S: SessionStore> Inner<S> {
     }
 
     /// After a save that took over (or found nothing under) another library's cookie:
-    /// forgets its session and removes its cookie, unless ours has the same name (ours
-    /// replaces it then).
+    /// forgets its session and removes its cookie, unless the response sets ours under the
+    /// same name (which replaces it).
     async fn retire<B>(&self, legacy: &str, res: &mut ServiceResponse<B>) {
         let Some(import) = &self.import else {
             return;
@@ -741,7 +750,15 @@ impl<S: SessionStore> Inner<S> {
         if let Err(err) = self.timed(import.forget(legacy)).await {
             crate::error::log_error(&err);
         }
-        if import.cookie_name() != self.config.cookie_name {
+        let name = import.cookie_name();
+        // Under our cookie's name, a response that sets ours replaces it.
+        let replaced = name == self.config.cookie_name
+            && res.headers().get_all(SET_COOKIE).any(|set| {
+                set.as_bytes()
+                    .strip_prefix(name.as_bytes())
+                    .is_some_and(|rest| rest.starts_with(b"="))
+            });
+        if !replaced {
             match HeaderValue::try_from(import.removal_cookie().to_string()) {
                 Ok(removal) => {
                     res.headers_mut().append(SET_COOKIE, removal);

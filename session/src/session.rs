@@ -48,6 +48,11 @@ pub(crate) trait LoadSession {
         except: Option<&'a SessionId>,
     ) -> LocalBoxFuture<'a, Result<usize, StoreError>>;
 
+    /// The middleware's `max_session_bytes`, if it has one.
+    fn max_session_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// The session another library's cookie names (see
     /// [`ImportSession`](crate::ImportSession)), if the middleware imports any.
     fn import<'a>(
@@ -546,7 +551,7 @@ impl Session {
     /// Loads the session another library's cookie names as a new session of ours: every
     /// key is a change, so the save creates it under a fresh id.
     async fn import(&self, store: &dyn LoadSession, legacy: &str) -> Result<(), SessionError> {
-        let imported = match store.import(legacy).await {
+        let mut imported = match store.import(legacy).await {
             Ok(imported) => imported.unwrap_or_default(),
             Err(err) => {
                 let err = SessionError::Store(err);
@@ -554,13 +559,27 @@ impl Session {
                 return Err(err);
             }
         };
+        // A value that is not JSON could be neither read nor stored as JSON, one over
+        // `max_value_bytes` could not be inserted: left out.
+        let value_limit = store.max_value_bytes().unwrap_or(usize::MAX);
+        imported.retain(|key, json| {
+            !is_bookkeeping(key)
+                && json.len() <= value_limit
+                && serde_json::from_str::<serde::de::IgnoredAny>(json).is_ok()
+        });
+        // A session over `max_session_bytes` could never be saved: the visitor is new (and
+        // the old cookie goes), rather than a 500 on every request.
+        let size: usize = imported.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if store.max_session_bytes().is_some_and(|limit| size > limit) {
+            tracing::warn!(
+                size,
+                "imported session larger than max_session_bytes; left out"
+            );
+            imported.clear();
+        }
         let mut loaded = Loaded::default();
         for (key, json) in imported {
-            // A value that is not JSON could be neither read nor stored as JSON: left out.
-            let is_json = serde_json::from_str::<serde::de::IgnoredAny>(&json).is_ok();
-            if is_json && !is_bookkeeping(&key) {
-                loaded.set(key, json);
-            }
+            loaded.set(key, json);
         }
         let mut state = self.0.state.borrow_mut();
         if !state.finished {

@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn an_index_id_can_never_come_from_a_cookie() {
         let id = index_id("alice");
-        assert!(id.as_str().starts_with('u'));
+        assert!(id.as_str().starts_with(";u"));
         assert_eq!(id.as_str().len(), SessionId::LEN);
         assert_eq!(SessionId::parse(id.as_str()), None);
         assert_ne!(index_id("alice"), index_id("bob"));

@@ -6,17 +6,18 @@
 
 use actix_kv_session::{
     compat::ActixSessionImport,
-    storage::{MemoryStore, RedisStore, SessionStore},
-    SessionId, SessionMiddleware,
+    storage::{MemoryStore, RedisStore, SessionMap, SessionStore},
+    ImportSession, SessionId, SessionMiddleware, StoreError,
 };
 use actix_session::{config::CookieContentSecurity, storage::CookieSessionStore};
 use actix_web::{
-    cookie::{Cookie, Key},
+    cookie::{Cookie, CookieJar, Key},
     dev::{Service, ServiceResponse},
     http::{header, StatusCode},
     test, web, App, Error, HttpResponse,
 };
 use deadpool_redis::redis::{self, AsyncCommands};
+use futures_util::future::LocalBoxFuture;
 use tests::{init_app, servers::ServerProcess};
 
 /// The old app's log-in, as its users wrote it.
@@ -240,4 +241,131 @@ async fn an_encrypted_cookie_under_the_same_cookie_name_is_replaced_by_ours() {
         "one Set-Cookie for `id`: ours, not a removal"
     );
     assert!(SessionId::parse(ours[0].value()).is_some());
+}
+
+/// An import whose session ours could never save (over `max_session_bytes`): the visitor
+/// is new and the old cookie goes, rather than a 500 on every request. A value over
+/// `max_value_bytes` is left out, the other keys imported.
+struct LargeImport;
+
+impl ImportSession for LargeImport {
+    fn cookie_name(&self) -> &'static str {
+        "old"
+    }
+
+    fn import<'a>(
+        &'a self,
+        cookie: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+        Box::pin(async move {
+            let big = serde_json::to_string(&"x".repeat(2000)).unwrap();
+            let mut session = SessionMap::from([("user".to_owned(), "\"ada\"".to_owned())]);
+            if cookie == "big" {
+                session.insert("history".to_owned(), big);
+            }
+            Ok(Some(session))
+        })
+    }
+}
+
+#[actix_web::test]
+async fn an_import_too_large_to_save_is_a_new_visitor_not_a_500() {
+    let app = init_app!(SessionMiddleware::builder(MemoryStore::default())
+        .max_session_bytes(Some(1024))
+        .import_sessions(LargeImport)
+        .build());
+    let reply = send(&app, "/get/user", "old=big").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "none")
+    );
+    assert!(reply.cookie("old").is_some(), "the old cookie not removed");
+
+    let app = init_app!(SessionMiddleware::builder(MemoryStore::default())
+        .max_value_bytes(Some(1024))
+        .import_sessions(LargeImport)
+        .build());
+    let reply = send(&app, "/counter", "old=big").await;
+    assert_eq!(reply.body, "1");
+    let next = send(
+        &app,
+        "/get/history",
+        &format!("session={}", reply.session_id()),
+    )
+    .await;
+    assert_eq!(next.body, "none");
+    let next = send(
+        &app,
+        "/get/user",
+        &format!("session={}", reply.session_id()),
+    )
+    .await;
+    assert_eq!(next.body, "\"ada\"");
+}
+
+/// A checked cookie whose record cannot be read (a hash where actix-session keeps a string):
+/// a new visitor, as for an unreadable record of ours; never a 500.
+#[actix_web::test]
+async fn an_unreadable_actix_session_record_is_a_new_visitor() {
+    let server = ServerProcess::redis();
+    let key = Key::generate();
+    let session_key = "a".repeat(64);
+    let client = redis::Client::open(server.redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = conn.hset(&session_key, "f", "v").await.unwrap();
+    let mut jar = CookieJar::new();
+    jar.private_mut(&key)
+        .add(Cookie::new("id", session_key.clone()));
+    let value = jar.get("id").unwrap().value().to_owned();
+    let store = RedisStore::new(server.redis_url()).unwrap();
+    let app = init_app!(SessionMiddleware::builder(store.clone())
+        .import_sessions(ActixSessionImport::redis(key, &store))
+        .build());
+    let reply = send(&app, "/counter", &format!("id={value}")).await;
+    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "1"));
+}
+
+/// With `.signed()`, any cookie the old app signed with the same key passes the check (the
+/// signature does not cover the cookie's name): only a session key as actix-session makes
+/// them (64 letters and digits) may name a Redis key to read and delete.
+#[actix_web::test]
+async fn a_signed_cookie_of_another_kind_reads_and_deletes_nothing() {
+    let server = ServerProcess::redis();
+    let key = Key::generate();
+    let client = redis::Client::open(server.redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = conn
+        .set("config:flags", r#"{"admin":"true"}"#)
+        .await
+        .unwrap();
+    let mut jar = CookieJar::new();
+    jar.signed_mut(&key)
+        .add(Cookie::new("lang", "config:flags"));
+    let value = jar.get("lang").unwrap().value().to_owned();
+    let store = RedisStore::new(server.redis_url()).unwrap();
+    let app = init_app!(SessionMiddleware::builder(store.clone())
+        .import_sessions(ActixSessionImport::redis(key, &store).signed())
+        .build());
+    let reply = send(&app, "/get/admin", &format!("id={value}")).await;
+    assert_eq!(reply.body, "none");
+    let kept: bool = conn.exists("config:flags").await.unwrap();
+    assert!(kept, "the import deleted a key it was not given");
+}
+
+/// Under the old cookie's name, a request that sets no cookie of ours still removes the
+/// old one, so it is not imported again on every request; a `__Host-` name's removal is
+/// Secure, or browsers would ignore it.
+#[actix_web::test]
+async fn an_old_cookie_that_imports_nothing_is_removed_once() {
+    let app = init_app!(SessionMiddleware::builder(MemoryStore::default())
+        .cookie_name("id")
+        .import_sessions(ActixSessionImport::cookie_store(Key::generate()))
+        .build());
+    let reply = send(&app, "/get/user", "id=garbage").await;
+    assert_eq!(reply.body, "none");
+    let removal = reply.cookie("id").expect("the old cookie removed");
+    assert_eq!(removal.value(), "");
+
+    let host = ActixSessionImport::cookie_store(Key::generate()).cookie_name("__Host-id");
+    assert_eq!(host.removal_cookie().secure(), Some(true));
 }

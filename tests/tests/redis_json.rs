@@ -2,9 +2,11 @@
 //! `redis-server`: the conformance and middleware suites, what is stored (read with the
 //! redis crate), sessions a `sanic_session` app wrote, and data of the other layout.
 
+use std::time::Duration;
+
 use actix_kv_session::{
-    storage::{RedisLayout, RedisStore},
-    SessionMiddleware,
+    storage::{RedisLayout, RedisStore, SessionStore},
+    SessionId, SessionMiddleware,
 };
 use actix_web::http::StatusCode;
 use deadpool_redis::redis::{self, AsyncCommands};
@@ -168,4 +170,37 @@ fn the_json_layout_is_refused_on_a_cluster() {
         "{}",
         tests::error_chain(&err)
     );
+}
+
+/// A user's index (log out everywhere) is a record of the store too, under an id no cookie
+/// can carry: `sanic_session`, which takes any cookie value as an id, cannot be made to read
+/// it while both apps share the store (its keys are the user's live session ids).
+#[actix_web::test]
+async fn user_indexes_live_under_ids_no_cookie_can_name() {
+    let (store, server) = redis_json();
+    let mut conn = raw(&server).await;
+    let app = init_app!(SessionMiddleware::new(store));
+    let id = post(&app, "/login-as/ann/laptop", None).await.id();
+    let keys: Vec<String> = conn.keys("session:*").await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in keys {
+        let name = key.strip_prefix("session:").unwrap();
+        if name != id.as_str() {
+            assert!(name.starts_with(';'), "a cookie can name the index {key:?}");
+        }
+    }
+}
+
+/// A touch (a read under `TtlExtension::OnEveryRequest`) of a string that is not a JSON
+/// object: no session, and its TTL is left alone, as in the hash layout.
+#[actix_web::test]
+async fn a_touch_extends_only_a_json_session() {
+    let (store, server) = redis_json();
+    let mut conn = raw(&server).await;
+    let id = SessionId::generate();
+    let key = format!("session:{id}");
+    let _: () = conn.set_ex(&key, "not json", 60).await.unwrap();
+    let touched = store.touch(&id, Duration::from_hours(1)).await.unwrap();
+    let ttl: i64 = conn.ttl(&key).await.unwrap();
+    assert!(!touched && ttl <= 60, "touched {touched}, TTL {ttl}");
 }

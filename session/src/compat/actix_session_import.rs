@@ -20,7 +20,9 @@ use crate::{storage::SessionMap, ImportSession, StoreError};
 /// `CookieSessionStore`, the whole session. The import checks the cookie with the key (a
 /// cookie it cannot decrypt or whose signature fails imports nothing), reads the session,
 /// and the middleware stores it as a new session of ours under a fresh id, deletes the old
-/// record and removes the old cookie: each old cookie is taken over once.
+/// record and removes the old cookie. With Redis, a copy of the old cookie replayed after
+/// that finds nothing; the cookie store has no record to delete, and a copy imports again
+/// (as it kept working on actix-session).
 ///
 /// ```no_run
 /// use actix_kv_session::{compat::ActixSessionImport, storage::RedisStore, SessionMiddleware};
@@ -108,7 +110,8 @@ impl ActixSessionImport {
         )
     }
 
-    /// The old app's `cache_keygen`: the Redis key of a session key.
+    /// The old app's `cache_keygen`: the Redis key of a session key (for
+    /// [`redis`](Self::redis) only: the cookie store has no keys).
     #[cfg(feature = "redis")]
     #[must_use]
     pub fn cache_keygen(mut self, keygen: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
@@ -156,6 +159,15 @@ impl ActixSessionImport {
     }
 }
 
+/// Whether a checked cookie's content is a session key as actix-session makes them (64
+/// ASCII letters and digits). With a signed cookie, any other cookie the old app signed
+/// with the same key also passes the check (the signature does not cover the name): only
+/// a session key may name a record to read and delete.
+#[cfg(feature = "redis")]
+fn is_session_key(content: &str) -> bool {
+    content.len() == 64 && content.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// actix-session's session state: each key with its value as JSON text, in a JSON object.
 fn state(json: &[u8]) -> Option<SessionMap> {
     serde_json::from_slice(json).ok()
@@ -178,6 +190,9 @@ impl ImportSession for ActixSessionImport {
                 Source::Cookie => Ok(state(content.as_bytes())),
                 #[cfg(feature = "redis")]
                 Source::Redis { store, keygen } => {
+                    if !is_session_key(&content) {
+                        return Ok(None);
+                    }
                     let stored = store.get_raw(&keygen(&content)).await?;
                     Ok(stored.as_deref().and_then(state))
                 }
@@ -189,7 +204,7 @@ impl ImportSession for ActixSessionImport {
         Box::pin(async move {
             match (&self.source, self.open(cookie)) {
                 #[cfg(feature = "redis")]
-                (Source::Redis { store, keygen }, Some(content)) => {
+                (Source::Redis { store, keygen }, Some(content)) if is_session_key(&content) => {
                     store.delete_raw(&keygen(&content)).await
                 }
                 _ => Ok(()),
@@ -198,13 +213,11 @@ impl ImportSession for ActixSessionImport {
     }
 
     fn removal_cookie(&self) -> Cookie<'static> {
-        let mut cookie = Cookie::build(self.cookie_name.clone(), "")
-            .path(self.path.clone())
-            .finish();
+        let mut cookie = crate::import::removal(&self.cookie_name);
+        cookie.set_path(self.path.clone());
         if let Some(domain) = &self.domain {
             cookie.set_domain(domain.clone());
         }
-        cookie.make_removal();
         cookie
     }
 }

@@ -24,9 +24,9 @@ pub(super) const RETRIES_WITHOUT_PAUSE: u32 = 3;
 
 /// The marker a renew leaves at the old key (see
 /// [`MOVED_MARKER_TTL`](super::MOVED_MARKER_TTL)): itself a JSON object, whose one key no
-/// app can set, so a `sanic_session` app that meets it reads a session without keys instead
-/// of failing on a value it cannot parse (sanic-sessions answers 500 to a read error, and
-/// its memcached client refuses items with client flags).
+/// app can set, so a `sanic_session` app that meets it reads a session of one unknown key
+/// instead of failing on a value it cannot parse (sanic-sessions answers 500 to a read
+/// error, and its memcached client refuses items with client flags).
 pub(super) const MOVED_MARKER: &[u8] = br#"{"\u0000moved":1}"#;
 
 /// The marker's key: a record that has it is a marker, even after an app that does not

@@ -231,8 +231,17 @@ impl RedisStore {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// [`RedisLayout::Json`] on a Cluster store, which [`RedisStoreBuilder::build`] refuses
+    /// for the same reason: a renew crosses nodes, and this layout has no two-step move.
     #[must_use]
     pub fn with_layout(mut self, layout: RedisLayout) -> Self {
+        assert!(
+            !(layout == RedisLayout::Json && self.is_cluster()),
+            "RedisStore: the JSON layout is not available on a Cluster"
+        );
         let script = match layout {
             RedisLayout::Hash => SAVE_SCRIPT,
             RedisLayout::Json => json::JSON_SCRIPT,

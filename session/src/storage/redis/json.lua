@@ -23,6 +23,8 @@ local MOVED = '{"\\u0000moved":1}'
 if mode == 't' then
   -- Not the whole value: a touch runs on requests that only read.
   if redis.call('TYPE', key).ok ~= 'string' then return 'gone' end
+  -- Not a JSON object: nothing this layout wrote.
+  if redis.call('GETRANGE', key, 0, 0) ~= '{' then return 'gone' end
   if redis.call('STRLEN', key) == #MOVED and redis.call('GET', key) == MOVED then
     return 'moved'
   end
