@@ -12,7 +12,11 @@ mod valid;
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
 
-/// Implements `SessionData`: see `actix_kv_session::SessionData`.
+// rustdoc appends this to the re-export's docs on `actix_kv_session`'s page: the blank line
+// first keeps it a paragraph of its own there.
+///
+/// The generated code names paths of `actix_kv_session`: use this derive through that
+/// crate's re-export, `actix_kv_session::SessionData` (feature `derive`), not on its own.
 #[proc_macro_derive(SessionData, attributes(session))]
 pub fn derive_session_data(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -35,7 +35,7 @@ fn change_sets(c: &mut Criterion) {
             KeyChange::new("key9".into(), Some("9".into()), None),
         ],
         ConflictPolicy::Strict,
-        Duration::from_mins(1),
+        Duration::from_secs(60),
     );
     c.bench_function("change set/conflicts_with (8 keys)", |b| {
         b.iter(|| black_box(&changes).conflicts_with(black_box(&record)));

@@ -30,7 +30,8 @@
 //! answer without a `Result`, as actix-session's do. `insert`, `get`, `update`,
 //! `update_or`, `purge` and `status` are the crate's own, which already have actix-session's
 //! signatures (`update` and `update_or` also mark the session changed, which
-//! actix-session's forget). The error types `SessionGetError` and `SessionInsertError` are aliases of [`SessionError`].
+//! actix-session's forget). The error types `SessionGetError` and `SessionInsertError` are
+//! aliases of [`SessionError`].
 //!
 //! # Loading before the handler
 //!
@@ -58,7 +59,7 @@
 //!
 //! | actix-session | actix-kv-session |
 //! |---|---|
-//! | `SessionMiddleware::new(store, key)` | `SessionMiddleware::new(store)`: the cookie holds a random id, nothing to sign; `.signing_keys([SigningKey::new(key)?])` adds a signature |
+//! | `SessionMiddleware::new(store, key)` | `SessionMiddleware::new(store)`: the cookie holds a random id, nothing to encrypt; `.signing_keys([SigningKey::from_bytes(&secret)?])` adds a signature |
 //! | `.cookie_name("id")` (its default) | `.cookie_name("id")` (ours is `session`) |
 //! | `.cookie_secure(b)` | `.secure(b)` |
 //! | `.cookie_http_only(b)` | `.http_only(b)` |
@@ -95,8 +96,24 @@ pub use crate::SessionStatus;
 use crate::{storage::SessionMap, SessionError};
 
 /// actix-session's error from `get`: here the crate's [`SessionError`].
+///
+/// ```
+/// use actix_kv_session::compat::{Session, SessionGetError};
+///
+/// fn visits(session: &Session) -> Result<u32, SessionGetError> {
+///     Ok(session.get::<u32>("visits")?.unwrap_or(0))
+/// }
+/// ```
 pub type SessionGetError = SessionError;
 /// actix-session's error from `insert`: here the crate's [`SessionError`].
+///
+/// ```
+/// use actix_kv_session::compat::{Session, SessionInsertError};
+///
+/// fn remember(session: &Session, user: &str) -> Result<(), SessionInsertError> {
+///     session.insert("user", user)
+/// }
+/// ```
 pub type SessionInsertError = SessionError;
 
 /// The session of a request with actix-session's method signatures; derefs to the crate's
@@ -118,6 +135,16 @@ pub struct Session(crate::Session);
 
 impl Session {
     /// The crate's handle, with `Result`s on every method.
+    ///
+    /// ```
+    /// use actix_kv_session::compat::Session;
+    ///
+    /// async fn has_user(session: Session) -> actix_web::Result<String> {
+    ///     let session = session.into_inner();
+    ///     // The crate's `contains_key`: a session not loaded is an error, not `false`.
+    ///     Ok(session.contains_key("user")?.to_string())
+    /// }
+    /// ```
     #[must_use]
     pub fn into_inner(self) -> crate::Session {
         self.0
@@ -269,6 +296,29 @@ impl FromRequest for Session {
 /// ```
 pub trait SessionExt {
     /// The session of this request.
+    ///
+    /// In a guard, with [`load_session`] inside the middleware so that the session is loaded
+    /// before the guards run:
+    ///
+    /// ```
+    /// use actix_kv_session::{compat, storage::MemoryStore, SessionMiddleware};
+    /// use actix_web::{guard, middleware::from_fn, test, web, App};
+    /// use compat::SessionExt;
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let logged_in = guard::fn_guard(|ctx| ctx.get_session().contains_key("user"));
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .route("/", web::get().guard(logged_in).to(|| async { "welcome back" }))
+    ///         .route("/", web::get().to(|| async { "hello" }))
+    ///         .wrap(from_fn(compat::load_session))
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default())),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "hello");
+    /// # });
+    /// ```
     fn get_session(&self) -> Session;
 }
 

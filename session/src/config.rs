@@ -48,7 +48,7 @@ pub(crate) struct SessionConfig {
 
 /// The longest TTL the middleware accepts: a century, far past what a cookie keeps (browsers
 /// cap Max-Age at 400 days) and safely inside what every store can count.
-pub(crate) const MAX_TTL: Duration = Duration::from_hours(100 * 365 * 24);
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The default [`max_session_bytes`](crate::SessionMiddlewareBuilder::max_session_bytes):
 /// under memcached's default 1 MiB item limit (with the JSON object's own bytes), and the
@@ -59,7 +59,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             cookie_name: "session".to_owned(),
-            ttl: Duration::from_hours(30 * 24),
+            ttl: Duration::from_secs(30 * 24 * 3600),
             browser_session: false,
             http_only: true,
             secure: true,

@@ -13,15 +13,38 @@ const ID_LEN: usize = 32;
 /// A `SessionId` can only be made by [`SessionId::generate`] or by a successful
 /// [`SessionId::parse`], so anything holding one holds a value that is safe to put in a
 /// store key: no whitespace, no control characters, fixed length.
+///
+/// ```
+/// use actix_kv_session::SessionId;
+///
+/// let id = SessionId::generate();
+/// assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+/// // Ids are bearer credentials: `Debug` prints only their first characters.
+/// assert!(!format!("{id:?}").contains(id.as_str()));
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId([u8; ID_LEN]);
 
 impl SessionId {
     /// The length of an id, in characters (and bytes).
+    ///
+    /// ```
+    /// use actix_kv_session::SessionId;
+    ///
+    /// assert_eq!(SessionId::generate().as_str().len(), SessionId::LEN);
+    /// ```
     pub const LEN: usize = ID_LEN;
 
     /// Makes a fresh random id (UUID v4, 122 random bits from the operating system's
     /// generator).
+    ///
+    /// ```
+    /// use actix_kv_session::SessionId;
+    ///
+    /// let id = SessionId::generate();
+    /// assert_ne!(id, SessionId::generate());
+    /// assert_eq!(&id.as_str()[12..13], "4"); // the UUID version
+    /// ```
     #[must_use]
     pub fn generate() -> Self {
         let mut buf = [0u8; ID_LEN];
@@ -34,6 +57,15 @@ impl SessionId {
     /// Only exactly 32 characters from `0-9a-f` are accepted: no uppercase, no
     /// surrounding whitespace, no quoting. Everything else is `None`, and the caller treats
     /// it as if no cookie had been sent.
+    ///
+    /// ```
+    /// use actix_kv_session::SessionId;
+    ///
+    /// assert!(SessionId::parse("0123456789abcdef0123456789abcdef").is_some());
+    /// assert!(SessionId::parse("0123456789ABCDEF0123456789ABCDEF").is_none());
+    /// assert!(SessionId::parse(" 0123456789abcdef0123456789abcdef").is_none());
+    /// assert!(SessionId::parse("../../etc/passwd").is_none());
+    /// ```
     #[must_use]
     pub fn parse(value: &str) -> Option<Self> {
         Self::parse_bytes(value.as_bytes())
@@ -68,6 +100,14 @@ impl SessionId {
     }
 
     /// The id as text.
+    ///
+    /// ```
+    /// use actix_kv_session::SessionId;
+    ///
+    /// let id = SessionId::parse("0123456789abcdef0123456789abcdef").unwrap();
+    /// let key = format!("session:{}", id.as_str());
+    /// assert_eq!(key, "session:0123456789abcdef0123456789abcdef");
+    /// ```
     ///
     /// # Panics
     ///

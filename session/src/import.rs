@@ -50,6 +50,28 @@ use crate::{storage::SessionMap, StoreError};
 /// ```
 pub trait ImportSession: Send + Sync + 'static {
     /// The name of the old library's session cookie.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::SessionMap, ImportSession, StoreError};
+    /// use futures_util::future::LocalBoxFuture;
+    ///
+    /// struct OldApp;
+    ///
+    /// impl ImportSession for OldApp {
+    ///     fn cookie_name(&self) -> &str {
+    ///         "legacy_sid" // what the old app named its cookie
+    ///     }
+    /// #
+    /// #   fn import<'a>(
+    /// #       &'a self,
+    /// #       _: &'a str,
+    /// #   ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+    /// #       Box::pin(async { Ok(None) })
+    /// #   }
+    /// }
+    ///
+    /// assert_eq!(OldApp.cookie_name(), "legacy_sid");
+    /// ```
     fn cookie_name(&self) -> &str;
 
     /// The session the old cookie's value names: each key with its value as JSON text.
@@ -60,6 +82,42 @@ pub trait ImportSession: Send + Sync + 'static {
     ///
     /// A [`StoreError`] when the old store cannot be read; the request answers as for a
     /// failed load (503 when the store is unavailable).
+    ///
+    /// Test an import of your own by calling it with cookie values the old app wrote:
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::SessionMap, ImportSession, StoreError};
+    /// use futures_util::future::LocalBoxFuture;
+    ///
+    /// /// An old app kept `user=NAME` in a plain cookie named `who`.
+    /// struct PlainUserCookie;
+    ///
+    /// impl ImportSession for PlainUserCookie {
+    /// #   fn cookie_name(&self) -> &str {
+    /// #       "who"
+    /// #   }
+    /// #
+    ///     fn import<'a>(
+    ///         &'a self,
+    ///         cookie: &'a str,
+    ///     ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+    ///         Box::pin(async move {
+    ///             let user = cookie.strip_prefix("user=").map(|name| {
+    ///                 let json = serde_json::to_string(name).expect("a string");
+    ///                 SessionMap::from([("user".to_owned(), json)])
+    ///             });
+    ///             Ok(user)
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let session = PlainUserCookie.import("user=ada").await?.unwrap();
+    /// assert_eq!(session["user"], r#""ada""#); // JSON text
+    /// assert_eq!(PlainUserCookie.import("garbage").await?, None);
+    /// # Ok::<(), StoreError>(())
+    /// # }).unwrap();
+    /// ```
     fn import<'a>(
         &'a self,
         cookie: &'a str,
@@ -71,6 +129,44 @@ pub trait ImportSession: Send + Sync + 'static {
     /// # Errors
     ///
     /// A [`StoreError`]; it is logged, and the response goes out as it is.
+    ///
+    /// ```
+    /// use std::{collections::HashMap, sync::Mutex};
+    ///
+    /// use actix_kv_session::{storage::SessionMap, ImportSession, StoreError};
+    /// use futures_util::future::LocalBoxFuture;
+    ///
+    /// /// The old app's store: sessions by the id its cookie holds.
+    /// struct OldStore(Mutex<HashMap<String, SessionMap>>);
+    ///
+    /// impl ImportSession for OldStore {
+    /// #   fn cookie_name(&self) -> &str {
+    /// #       "sid"
+    /// #   }
+    /// #
+    ///     fn import<'a>(
+    ///         &'a self,
+    ///         cookie: &'a str,
+    ///     ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+    ///         Box::pin(async move { Ok(self.0.lock().unwrap().get(cookie).cloned()) })
+    ///     }
+    ///
+    ///     fn forget<'a>(&'a self, cookie: &'a str) -> LocalBoxFuture<'a, Result<(), StoreError>> {
+    ///         Box::pin(async move {
+    ///             self.0.lock().unwrap().remove(cookie);
+    ///             Ok(())
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let old = OldStore(Mutex::new(HashMap::from([("abc".to_owned(), SessionMap::new())])));
+    /// assert!(old.import("abc").await?.is_some());
+    /// old.forget("abc").await?;
+    /// assert_eq!(old.import("abc").await?, None); // the old cookie works once
+    /// # Ok::<(), StoreError>(())
+    /// # }).unwrap();
+    /// ```
     fn forget<'a>(&'a self, cookie: &'a str) -> LocalBoxFuture<'a, Result<(), StoreError>> {
         let _ = cookie;
         Box::pin(async { Ok(()) })
@@ -79,6 +175,38 @@ pub trait ImportSession: Send + Sync + 'static {
     /// The cookie that removes the old one from the browser: by default the old name with
     /// `Path=/` (and `Secure` for a `__Host-` or `__Secure-` name, or browsers ignore it).
     /// Override it when the old cookie had another path or a domain.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::SessionMap, ImportSession, StoreError};
+    /// use actix_web::cookie::Cookie;
+    /// use futures_util::future::LocalBoxFuture;
+    ///
+    /// /// The old app set its cookie for every subdomain of `example.com`.
+    /// struct OldApp;
+    ///
+    /// impl ImportSession for OldApp {
+    ///     fn cookie_name(&self) -> &str {
+    ///         "sid"
+    ///     }
+    /// #
+    /// #   fn import<'a>(
+    /// #       &'a self,
+    /// #       _: &'a str,
+    /// #   ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
+    /// #       Box::pin(async { Ok(None) })
+    /// #   }
+    ///
+    ///     fn removal_cookie(&self) -> Cookie<'static> {
+    ///         let mut cookie = Cookie::build("sid", "").path("/").domain("example.com").finish();
+    ///         cookie.make_removal();
+    ///         cookie
+    ///     }
+    /// }
+    ///
+    /// let removal = OldApp.removal_cookie();
+    /// assert_eq!(removal.domain(), Some("example.com"));
+    /// assert_eq!(removal.value(), "");
+    /// ```
     fn removal_cookie(&self) -> Cookie<'static> {
         removal(self.cookie_name())
     }

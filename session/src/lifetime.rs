@@ -24,7 +24,7 @@ pub(crate) const BROWSER_SESSION: &str = "\0browser";
 pub(crate) const EXTENDED: &str = "\0extended";
 
 /// The longest TTL a session may give itself: the cap browsers put on a cookie's Max-Age.
-pub(crate) const MAX_OWN_TTL: Duration = Duration::from_hours(400 * 24);
+pub(crate) const MAX_OWN_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
 
 /// Now, in Unix milliseconds.
 pub(crate) fn now() -> u64 {
@@ -97,7 +97,7 @@ mod tests {
         let meta = split(&mut data);
         assert_eq!(data, map(&[("foo", "1")]));
         assert_eq!(meta, map(&[(CREATED, "100"), (TTL, "60")]));
-        assert_eq!(ttl(&meta), Some(Duration::from_mins(1)));
+        assert_eq!(ttl(&meta), Some(Duration::from_secs(60)));
         assert_eq!(browser_session(&meta), None);
         let mut plain = map(&[("foo", "1")]);
         assert!(split(&mut plain).is_empty());
@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn the_absolute_timeout_counts_from_creation() {
         let meta = map(&[(CREATED, "1000")]);
-        let hour = Duration::from_hours(1);
+        let hour = Duration::from_secs(3600);
         assert!(!outlived(&meta, hour, 1000 + 3_599_999));
         assert!(outlived(&meta, hour, 1000 + 3_600_000));
         assert!(
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn an_extension_is_due_once_the_interval_passed() {
         let meta = map(&[(EXTENDED, "1000")]);
-        let minute = Duration::from_mins(1);
+        let minute = Duration::from_secs(60);
         assert!(!extension_due(&meta, minute, 60_999));
         assert!(extension_due(&meta, minute, 61_000));
         assert!(extension_due(&SessionMap::new(), minute, 0));

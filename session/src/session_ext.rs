@@ -71,6 +71,28 @@ use crate::Session;
 /// ```
 pub trait SessionExt {
     /// The session of this request.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, SessionExt, SessionMiddleware};
+    /// use actix_web::{test, web, App, HttpRequest};
+    ///
+    /// async fn whoami(req: HttpRequest) -> actix_web::Result<String> {
+    ///     let session = req.get_session();
+    ///     session.load().await?; // no extractor asked for the session: load it
+    ///     Ok(session.get::<String>("user")?.unwrap_or_else(|| "stranger".to_owned()))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/", web::get().to(whoami)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "stranger");
+    /// # });
+    /// ```
     fn get_session(&self) -> Session;
 }
 

@@ -36,12 +36,26 @@ pub struct SigningKey {
 }
 
 /// Why bytes cannot be a [`SigningKey`].
+///
+/// ```
+/// use actix_kv_session::{SigningKey, SigningKeyError};
+///
+/// let err: SigningKeyError = SigningKey::from_bytes(b"too short").unwrap_err();
+/// assert_eq!(err.to_string(), "a session signing key needs at least 32 bytes, got 9");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a session signing key needs at least 32 bytes, got {0}")]
 pub struct SigningKeyError(usize);
 
 impl SigningKey {
     /// The fewest bytes a key may have: HMAC-SHA256's output size.
+    ///
+    /// ```
+    /// use actix_kv_session::SigningKey;
+    ///
+    /// assert!(SigningKey::from_bytes(&[7; SigningKey::MIN_LEN]).is_ok());
+    /// assert!(SigningKey::from_bytes(&[7; SigningKey::MIN_LEN - 1]).is_err());
+    /// ```
     pub const MIN_LEN: usize = 32;
 
     /// A key from `bytes`, which must be at least [`MIN_LEN`](Self::MIN_LEN) long.
@@ -49,6 +63,18 @@ impl SigningKey {
     /// # Errors
     ///
     /// [`SigningKeyError`] for fewer bytes.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware, SigningKey};
+    ///
+    /// # fn secret_store(_: &str) -> Vec<u8> { vec![42; 64] }
+    /// // The same secret in every instance of the app.
+    /// let key = SigningKey::from_bytes(&secret_store("session-key"))?;
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .signing_keys([key])
+    ///     .build();
+    /// # Ok::<(), actix_kv_session::SigningKeyError>(())
+    /// ```
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SigningKeyError> {
         if bytes.len() < Self::MIN_LEN {
             return Err(SigningKeyError(bytes.len()));
@@ -57,8 +83,31 @@ impl SigningKey {
         Ok(Self { mac })
     }
 
-    /// A random key (64 bytes from the operating system's generator). Sessions signed with
-    /// it end with the process: for tests and single-process development.
+    /// A random key (64 bytes from four UUIDs v4: 488 random bits from the operating
+    /// system's generator). Sessions signed with it end with the process: for tests and
+    /// single-process development.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware, SigningKey};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn index(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("seen", true)?;
+    ///     Ok("hello")
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .signing_keys([SigningKey::generate()])
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route("/", web::get().to(index)))
+    ///     .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap();
+    /// // `ID.SIGNATURE`: the id, a dot, the HMAC in 43 characters of base64url.
+    /// assert_eq!(cookie.value().len(), 32 + 1 + 43);
+    /// # });
+    /// ```
     #[must_use]
     pub fn generate() -> Self {
         let mut bytes = Vec::with_capacity(64);

@@ -155,7 +155,7 @@ fn cases<S: SessionStore>() -> Vec<(&'static str, Case<S>)> {
     ]
 }
 
-const TTL: Duration = Duration::from_mins(1);
+const TTL: Duration = Duration::from_secs(60);
 
 fn map(pairs: &[(&str, &str)]) -> SessionMap {
     pairs

@@ -18,9 +18,43 @@ use crate::{
 /// A struct whose fields are session keys. Derive it with `#[derive(SessionData)]`
 /// (feature `derive`) rather than implementing it: the derive's documentation lists the
 /// attributes.
+///
+/// ```
+/// use actix_kv_session::SessionData;
+///
+/// #[derive(SessionData)]
+/// #[session(prefix = "cart.")]
+/// struct Cart {
+///     items: Vec<String>,
+///     coupon: Option<String>,
+///     #[session(skip)]
+///     scratch: String,
+/// }
+///
+/// assert_eq!(Cart::KEYS, ["cart.items", "cart.coupon"]);
+/// ```
 pub trait SessionData: Sized {
     /// The session keys the fields are stored under, in field order (skipped fields left
     /// out).
+    ///
+    /// ```
+    /// use actix_kv_session::{Session, SessionData};
+    ///
+    /// #[derive(SessionData)]
+    /// #[session(prefix = "cart.")]
+    /// struct Cart {
+    ///     items: Vec<String>,
+    ///     coupon: Option<String>,
+    /// }
+    ///
+    /// /// Empties the cart, whatever else the session holds.
+    /// async fn checkout(session: Session) -> actix_web::Result<&'static str> {
+    ///     for key in Cart::KEYS {
+    ///         session.remove(key)?;
+    ///     }
+    ///     Ok("ordered")
+    /// }
+    /// ```
     const KEYS: &'static [&'static str];
 
     /// Reads the fields from a loaded session.
@@ -41,6 +75,35 @@ pub trait SessionData: Sized {
 /// As a response it is 400 with an opaque body, or the session's own status for a store
 /// failure (503). To answer differently, extract `Option<Typed<T>>` (a session without the
 /// data is `None`) or `Result<Typed<T>, TypedError>` and decide in the handler.
+///
+/// ```
+/// use actix_kv_session::{storage::MemoryStore, SessionData, SessionMiddleware, Typed, TypedError};
+/// use actix_web::{test, web, App};
+///
+/// #[derive(SessionData)]
+/// struct Login {
+///     user: String,
+/// }
+///
+/// async fn account(login: Result<Typed<Login>, TypedError>) -> actix_web::Result<String> {
+///     match login {
+///         Ok(login) => Ok(format!("hello {}", login.user)),
+///         Err(TypedError::Missing { .. }) => Ok("please log in".to_owned()),
+///         Err(err) => Err(err.into()),
+///     }
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let app = test::init_service(
+///     App::new()
+///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+///         .route("/account", web::get().to(account)),
+/// )
+/// .await;
+/// let req = test::TestRequest::get().uri("/account").to_request();
+/// assert_eq!(test::call_and_read_body(&app, req).await, "please log in");
+/// # });
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TypedError {
@@ -121,6 +184,37 @@ impl<T: SessionData> Typed<T> {
     ///
     /// As [`SessionData`]'s fields require; [`SessionError::NotLoaded`] when `session` is
     /// not loaded.
+    ///
+    /// ```
+    /// use actix_kv_session::{
+    ///     storage::MemoryStore, Session, SessionData, SessionMiddleware, Typed,
+    /// };
+    /// use actix_web::{test, web, App};
+    ///
+    /// #[derive(SessionData)]
+    /// struct Visits {
+    ///     #[session(default)]
+    ///     count: u64,
+    /// }
+    ///
+    /// async fn index(session: Session) -> actix_web::Result<String> {
+    ///     // The `Session` extractor loaded the session.
+    ///     let mut visits = Typed::<Visits>::from_session(&session)?;
+    ///     visits.count += 1;
+    ///     Ok(visits.count.to_string())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/", web::get().to(index)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "1");
+    /// # });
+    /// ```
     pub fn from_session(session: &Session) -> Result<Self, TypedError> {
         let (value, baselines) = session.read(|data| {
             let mut reader = protocol::Reader::new(data, T::KEYS.len());
@@ -134,6 +228,21 @@ impl<T: SessionData> Typed<T> {
     }
 
     /// The session this view belongs to: for [`Session::renew`] and [`Session::purge`].
+    ///
+    /// ```
+    /// use actix_kv_session::{SessionData, Typed};
+    ///
+    /// #[derive(SessionData)]
+    /// struct Auth {
+    ///     user: Option<String>,
+    /// }
+    ///
+    /// async fn login(mut auth: Typed<Auth>) -> actix_web::Result<&'static str> {
+    ///     auth.user = Some("ada".to_owned());
+    ///     auth.session().renew()?; // a fresh id at log-in
+    ///     Ok("logged in")
+    /// }
+    /// ```
     #[must_use]
     pub fn session(&self) -> &Session {
         &self.session
@@ -399,6 +508,33 @@ impl Session {
     /// # Errors
     ///
     /// As [`Typed::from_session`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionData, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// #[derive(SessionData)]
+    /// struct Cart {
+    ///     items: Vec<String>,
+    /// }
+    ///
+    /// async fn index(session: Session) -> actix_web::Result<String> {
+    ///     session.insert("items", ["apple", "pear"])?;
+    ///     let cart: Cart = session.get_typed()?;
+    ///     Ok(cart.items.join(","))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/", web::get().to(index)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "apple,pear");
+    /// # });
+    /// ```
     pub fn get_typed<T: SessionData>(&self) -> Result<T, TypedError> {
         self.read(|data| T::read_from(&mut protocol::Reader::new(data, T::KEYS.len())))?
     }
@@ -409,6 +545,35 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`] when the session is not loaded.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionData, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// #[derive(SessionData)]
+    /// struct Profile {
+    ///     user: String,
+    ///     theme: Option<String>,
+    /// }
+    ///
+    /// async fn login(session: Session) -> actix_web::Result<String> {
+    ///     let profile = Profile { user: "ada".to_owned(), theme: None };
+    ///     session.insert_typed(&profile)?;
+    ///     // The same keys as `Session::get` and `insert` see.
+    ///     Ok(session.get::<String>("user")?.unwrap_or_default())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/login", web::post().to(login)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/login").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "ada");
+    /// # });
+    /// ```
     pub fn insert_typed<T: SessionData>(&self, value: &T) -> Result<(), SessionError> {
         self.read(|_| ())?;
         // No baselines: every field is written.

@@ -251,7 +251,7 @@ pub(crate) async fn purge<S: SessionStore + ?Sized>(
 
 /// How long the placeholder at a purged id that held nothing yet lasts: longer than a
 /// log-in takes between indexing an id and writing its session.
-const PLACEHOLDER_TTL: Duration = Duration::from_mins(1);
+const PLACEHOLDER_TTL: Duration = Duration::from_secs(60);
 /// The bookkeeping key of that placeholder.
 const PURGED: &str = "\0purged";
 

@@ -24,19 +24,18 @@ use crate::{storage::SessionMap, ImportSession, StoreError};
 /// that finds nothing; the cookie store has no record to delete, and a copy imports again
 /// (as it kept working on actix-session).
 ///
-/// ```no_run
+/// ```
 /// use actix_kv_session::{compat::ActixSessionImport, storage::RedisStore, SessionMiddleware};
 /// use actix_web::cookie::Key;
 ///
-/// # fn run(old_key_bytes: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+/// # let old_key_bytes = &[7; 64][..];
 /// let key = Key::from(old_key_bytes); // the key the actix-session app used
 /// let store = RedisStore::new("redis://127.0.0.1:6379")?;
 /// let middleware = SessionMiddleware::builder(store.clone())
 ///     // actix-session's `RedisSessionStore` on the same Redis:
 ///     .import_sessions(ActixSessionImport::redis(key, &store))
 ///     .build();
-/// # Ok(())
-/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct ActixSessionImport {
@@ -90,6 +89,40 @@ impl ActixSessionImport {
 
     /// Sessions of actix-session's `CookieSessionStore`: the whole session is in the
     /// cookie, encrypted or signed with `key`.
+    ///
+    /// ```
+    /// use actix_kv_session::{
+    ///     compat::ActixSessionImport, storage::MemoryStore, Session, SessionMiddleware,
+    /// };
+    /// use actix_web::{
+    ///     cookie::{Cookie, CookieJar, Key},
+    ///     http::header,
+    ///     test, web, App,
+    /// };
+    ///
+    /// async fn whoami(session: Session) -> actix_web::Result<String> {
+    ///     Ok(session.get::<String>("user")?.unwrap_or_default())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let key = Key::generate(); // the old app's: `Key::from(&its_secret)`
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .import_sessions(ActixSessionImport::cookie_store(key.clone()))
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route("/", web::get().to(whoami)))
+    ///     .await;
+    ///
+    /// // A cookie as actix-session's `CookieSessionStore` wrote it: each value as JSON text.
+    /// let mut jar = CookieJar::new();
+    /// jar.private_mut(&key).add(Cookie::new("id", r#"{"user":"\"ada\""}"#));
+    /// let old_cookie = format!("id={}", jar.get("id").unwrap().value());
+    /// let req = test::TestRequest::get()
+    ///     .uri("/")
+    ///     .insert_header((header::COOKIE, old_cookie))
+    ///     .to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "ada");
+    /// # });
+    /// ```
     #[must_use]
     pub fn cookie_store(key: Key) -> Self {
         Self::new(key, Source::Cookie)
@@ -98,6 +131,20 @@ impl ActixSessionImport {
     /// Sessions of actix-session's `RedisSessionStore`, read through `store`'s connections
     /// (a store on the Redis the old app used, of either layout): a JSON string at the
     /// session key, as its default `cache_keygen` names it. Feature `redis` too.
+    ///
+    /// ```
+    /// use actix_kv_session::{compat::ActixSessionImport, storage::RedisStore, SessionMiddleware};
+    /// use actix_web::cookie::Key;
+    ///
+    /// # let old_key = Key::generate();
+    /// // Neither store connects before the first request.
+    /// let store = RedisStore::new("redis://sessions.example.com:6379")?;
+    /// let old_redis = RedisStore::new("redis://old-app.example.com:6379")?;
+    /// let middleware = SessionMiddleware::builder(store)
+    ///     .import_sessions(ActixSessionImport::redis(old_key, &old_redis))
+    ///     .build();
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     #[cfg(feature = "redis")]
     #[must_use]
     pub fn redis(key: Key, store: &crate::storage::RedisStore) -> Self {
@@ -112,6 +159,19 @@ impl ActixSessionImport {
 
     /// The old app's `cache_keygen`: the Redis key of a session key (for
     /// [`redis`](Self::redis) only: the cookie store has no keys).
+    ///
+    /// ```
+    /// use actix_kv_session::{compat::ActixSessionImport, storage::RedisStore};
+    /// use actix_web::cookie::Key;
+    ///
+    /// # let old_key = Key::generate();
+    /// let store = RedisStore::new("redis://127.0.0.1:6379")?;
+    /// // The old app had
+    /// // `RedisSessionStore::builder(url).cache_keygen(|key| format!("app:{key}"))`.
+    /// let import =
+    ///     ActixSessionImport::redis(old_key, &store).cache_keygen(|key| format!("app:{key}"));
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     #[cfg(feature = "redis")]
     #[must_use]
     pub fn cache_keygen(mut self, keygen: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
@@ -122,6 +182,16 @@ impl ActixSessionImport {
     }
 
     /// The old cookie's name (actix-session's default: `id`).
+    ///
+    /// ```
+    /// use actix_kv_session::{compat::ActixSessionImport, ImportSession};
+    /// use actix_web::cookie::Key;
+    ///
+    /// # let old_key = Key::generate();
+    /// // The old app had `.cookie_name("sid".to_owned())`.
+    /// let import = ActixSessionImport::cookie_store(old_key).cookie_name("sid");
+    /// assert_eq!(ImportSession::cookie_name(&import), "sid");
+    /// ```
     #[must_use]
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.cookie_name = name.into();
@@ -129,6 +199,20 @@ impl ActixSessionImport {
     }
 
     /// The old cookie's path (default `/`) and domain (default none), to remove it.
+    ///
+    /// ```
+    /// use actix_kv_session::{compat::ActixSessionImport, ImportSession};
+    /// use actix_web::cookie::Key;
+    ///
+    /// # let old_key = Key::generate();
+    /// // The old app had `.cookie_path("/app".to_owned())` and
+    /// // `.cookie_domain(Some("example.com".to_owned()))`.
+    /// let import = ActixSessionImport::cookie_store(old_key)
+    ///     .cookie_scope("/app", Some("example.com".to_owned()));
+    /// let removal = import.removal_cookie();
+    /// assert_eq!(removal.path(), Some("/app"));
+    /// assert_eq!(removal.domain(), Some("example.com"));
+    /// ```
     #[must_use]
     pub fn cookie_scope(mut self, path: impl Into<String>, domain: Option<String>) -> Self {
         self.path = path.into();
@@ -137,6 +221,17 @@ impl ActixSessionImport {
     }
 
     /// The old app used `CookieContentSecurity::Signed` (signed, not encrypted).
+    ///
+    /// ```
+    /// use actix_kv_session::{compat::ActixSessionImport, storage::MemoryStore, SessionMiddleware};
+    /// use actix_web::cookie::Key;
+    ///
+    /// # let old_key = Key::generate();
+    /// // The old app had `.cookie_content_security(CookieContentSecurity::Signed)`.
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .import_sessions(ActixSessionImport::cookie_store(old_key).signed())
+    ///     .build();
+    /// ```
     #[must_use]
     pub fn signed(mut self) -> Self {
         self.signed = true;

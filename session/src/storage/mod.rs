@@ -84,7 +84,7 @@ pub fn is_bookkeeping(key: &str) -> bool {
 /// gets [`SaveOutcome::Moved`] from its update for this long, and a 409 from the middleware,
 /// instead of having its changes dropped silently. Later, the old id is simply unknown. A
 /// session whose TTL is shorter keeps the marker for its TTL.
-pub const MOVED_MARKER_TTL: Duration = Duration::from_mins(5);
+pub const MOVED_MARKER_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// The marker's time to live for a session whose TTL is `ttl`:
 /// `min(ttl, MOVED_MARKER_TTL)`.

@@ -142,6 +142,17 @@ impl Expiry<SessionId, Arc<Slot>> for IdleExpiry {
 }
 
 /// Builds a [`MemoryStore`].
+///
+/// ```
+/// use actix_kv_session::storage::MemoryStore;
+///
+/// let store = MemoryStore::builder()
+///     .max_sessions(10_000)
+///     .max_bytes(64 * 1024 * 1024)
+///     .max_session_bytes(64 * 1024)
+///     .build();
+/// assert_eq!(store.session_count(), 0);
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MemoryStoreBuilder {
@@ -153,6 +164,26 @@ pub struct MemoryStoreBuilder {
 impl MemoryStoreBuilder {
     /// The most sessions the store keeps (100,000 by default). Past it, the least recently
     /// used sessions are evicted, so memory stays bounded whatever clients do.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::{
+    ///     storage::{MemoryStore, SessionMap, SessionStore},
+    ///     SessionId,
+    /// };
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let store = MemoryStore::builder().max_sessions(2).build();
+    /// let data = SessionMap::from([("user".to_owned(), r#""ada""#.to_owned())]);
+    /// for _ in 0..3 {
+    ///     store.create(&SessionId::generate(), &data, Duration::from_secs(60)).await?;
+    /// }
+    /// store.run_pending_tasks();
+    /// assert_eq!(store.session_count(), 2); // the least recently used one is gone
+    /// # Ok::<(), actix_kv_session::StoreError>(())
+    /// # }).unwrap();
+    /// ```
     pub fn max_sessions(mut self, max_sessions: u64) -> Self {
         self.sessions = max_sessions;
         self
@@ -162,6 +193,13 @@ impl MemoryStoreBuilder {
     /// keys and values, and about 520 bytes of bookkeeping each. Past it, the least recently
     /// used sessions are evicted. A session heavier than the whole bound counts as the whole
     /// bound: it is kept, and evicts the others.
+    ///
+    /// ```
+    /// use actix_kv_session::storage::MemoryStore;
+    ///
+    /// // A one-key session takes about 610 bytes: room for about 100,000 of them.
+    /// let store = MemoryStore::builder().max_bytes(64 * 1024 * 1024).build();
+    /// ```
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.bytes = max_bytes;
         self
@@ -171,12 +209,35 @@ impl MemoryStoreBuilder {
     /// values (1 MiB by default, memcached's default item limit). A save that would make a
     /// session larger is refused with [`StoreError::TooLarge`] (a 500, logged) and leaves the
     /// stored session as it was.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::{
+    ///     storage::{MemoryStore, SessionMap, SessionStore},
+    ///     SessionId, StoreError,
+    /// };
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let store = MemoryStore::builder().max_session_bytes(1024).build();
+    /// let big = SessionMap::from([("note".to_owned(), format!("\"{}\"", "x".repeat(2000)))]);
+    /// let refused = store.create(&SessionId::generate(), &big, Duration::from_secs(60)).await;
+    /// assert!(matches!(refused, Err(StoreError::TooLarge { limit: Some(1024), .. })));
+    /// # });
+    /// ```
     pub fn max_session_bytes(mut self, max_session_bytes: usize) -> Self {
         self.session_bytes = max_session_bytes;
         self
     }
 
     /// Builds the store.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware};
+    ///
+    /// let store = MemoryStore::builder().max_sessions(10_000).build();
+    /// let middleware = SessionMiddleware::new(store.clone()); // clones share the sessions
+    /// ```
     #[must_use]
     pub fn build(self) -> MemoryStore {
         let weigher = Weigher::new(self.bytes, self.sessions.max(1));
@@ -206,6 +267,12 @@ impl MemoryStoreBuilder {
 
 impl MemoryStore {
     /// A builder, to set the bounds.
+    ///
+    /// ```
+    /// use actix_kv_session::storage::MemoryStore;
+    ///
+    /// let store = MemoryStore::builder().max_sessions(10_000).build();
+    /// ```
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
             sessions: DEFAULT_MAX_SESSIONS,
@@ -217,6 +284,29 @@ impl MemoryStore {
     /// How many sessions the store holds (and markers of renewed ones). Approximate:
     /// evictions and expiries are applied in batches; call
     /// [`run_pending_tasks`](Self::run_pending_tasks) first for a settled figure.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn login(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("user", "ada")?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let store = MemoryStore::default();
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(store.clone()))
+    ///         .route("/login", web::post().to(login)),
+    /// )
+    /// .await;
+    /// test::call_service(&app, test::TestRequest::post().uri("/login").to_request()).await;
+    /// store.run_pending_tasks();
+    /// assert_eq!(store.session_count(), 1);
+    /// # });
+    /// ```
     #[must_use]
     pub fn session_count(&self) -> u64 {
         self.cache.entry_count()
@@ -225,12 +315,51 @@ impl MemoryStore {
     /// What the stored sessions count against [`max_bytes`](MemoryStoreBuilder::max_bytes):
     /// their memory, or `max_bytes / max_sessions` for those smaller than that. Approximate,
     /// as [`session_count`](Self::session_count).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::{
+    ///     storage::{MemoryStore, SessionMap, SessionStore},
+    ///     SessionId,
+    /// };
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let store = MemoryStore::builder().max_bytes(1_000_000).max_sessions(1_000).build();
+    /// let data = SessionMap::from([("user".to_owned(), r#""ada""#.to_owned())]);
+    /// store.create(&SessionId::generate(), &data, Duration::from_secs(60)).await?;
+    /// store.run_pending_tasks();
+    /// // A small session counts as `max_bytes / max_sessions`.
+    /// assert_eq!(store.weighted_bytes(), 1_000);
+    /// # Ok::<(), actix_kv_session::StoreError>(())
+    /// # }).unwrap();
+    /// ```
     #[must_use]
     pub fn weighted_bytes(&self) -> u64 {
         self.cache.weighted_size()
     }
 
     /// Applies pending evictions and expiries now, instead of at the next batch.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::{
+    ///     storage::{MemoryStore, SessionMap, SessionStore},
+    ///     SessionId,
+    /// };
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let store = MemoryStore::default();
+    /// let id = SessionId::generate();
+    /// let data = SessionMap::from([("user".to_owned(), r#""ada""#.to_owned())]);
+    /// store.create(&id, &data, Duration::from_secs(60)).await?;
+    /// store.delete(&id).await?;
+    /// store.run_pending_tasks();
+    /// assert_eq!(store.session_count(), 0);
+    /// # Ok::<(), actix_kv_session::StoreError>(())
+    /// # }).unwrap();
+    /// ```
     pub fn run_pending_tasks(&self) {
         self.cache.run_pending_tasks();
     }

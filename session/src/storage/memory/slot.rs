@@ -289,12 +289,12 @@ mod tests {
             .iter()
             .map(|(k, v)| KeyChange::new((*k).into(), v.map(Into::into), None))
             .collect();
-        ChangeSet::new(list, ConflictPolicy::LastWriteWins, Duration::from_mins(1))
+        ChangeSet::new(list, ConflictPolicy::LastWriteWins, Duration::from_secs(60))
     }
 
     #[test]
     fn a_slot_goes_from_alive_to_moved_or_dead_and_back_only_by_revive() {
-        let slot = Slot::new(Fields::default(), Duration::from_mins(1), 1);
+        let slot = Slot::new(Fields::default(), Duration::from_secs(60), 1);
         let Found::Alive(mut alive) = slot.find() else {
             panic!("a new slot is alive")
         };
@@ -302,7 +302,7 @@ mod tests {
         let revival = alive.into_marker(Duration::from_millis(1), 1);
         assert!(matches!(slot.find(), Found::Moved));
         slot.revive(revival);
-        assert_eq!(slot.ttl(), Duration::from_mins(1), "its own TTL back");
+        assert_eq!(slot.ttl(), Duration::from_secs(60), "its own TTL back");
         let Found::Alive(mut alive) = slot.find() else {
             panic!("revived")
         };

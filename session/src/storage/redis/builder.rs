@@ -18,6 +18,13 @@ use super::{
 use crate::{storage::KeyPrefix, SessionId};
 
 /// Why a [`RedisStore`] could not be built.
+///
+/// ```
+/// use actix_kv_session::storage::{RedisStore, RedisStoreError};
+///
+/// let err = RedisStore::new("redis://127.0.0.1:port").unwrap_err();
+/// assert!(matches!(err, RedisStoreError::InvalidUrl(_)));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisStoreError {
@@ -48,7 +55,6 @@ enum Target {
 /// use std::time::Duration;
 /// use actix_kv_session::storage::RedisStore;
 ///
-/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// # let ca_pem = Vec::new();
 /// let store = RedisStore::builder("rediss://redis.example.com:6380")
 ///     .username("app")
@@ -57,8 +63,7 @@ enum Target {
 ///     .connect_timeout(Duration::from_secs(1))
 ///     .response_timeout(Duration::from_secs(1))
 ///     .build()?;
-/// # Ok(())
-/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[must_use]
 pub struct RedisStoreBuilder {
@@ -133,6 +138,14 @@ impl RedisStoreBuilder {
     }
 
     /// The prefix of every session's key (default `session:`, as `sanic_session`).
+    ///
+    /// ```
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// // Two apps on one Redis, each with its own sessions.
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379").prefix("shop:session:").build()?;
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = KeyPrefix::new(prefix);
         self
@@ -144,12 +157,10 @@ impl RedisStoreBuilder {
     /// ```
     /// use actix_kv_session::storage::{RedisLayout, RedisStore};
     ///
-    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = RedisStore::builder("redis://127.0.0.1:6379")
     ///     .layout(RedisLayout::Json)
     ///     .build()?;
-    /// # Ok(())
-    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// [`build`](Self::build) refuses [`RedisLayout::Json`] on a Cluster, where a renew
@@ -160,6 +171,17 @@ impl RedisStoreBuilder {
     }
 
     /// How long connecting to Redis may take (default 1 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .connect_timeout(Duration::from_millis(250))
+    ///     .build()?;
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -167,6 +189,17 @@ impl RedisStoreBuilder {
 
     /// How long Redis may take to answer one command (default 1 s). A connection on which a
     /// command timed out is replaced.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .response_timeout(Duration::from_millis(200))
+    ///     .build()?;
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -174,6 +207,17 @@ impl RedisStoreBuilder {
 
     /// The ACL user to authenticate as (else the one in the URL, else `default`). For
     /// Sentinel: the user on the master; the Sentinels' own come from their URLs.
+    ///
+    /// ```
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// # let password = "secret";
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .username("sessions")
+    ///     .password(password)
+    ///     .build()?;
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     pub fn username(mut self, username: impl Into<String>) -> Self {
         self.username = Some(username.into());
         self
@@ -181,6 +225,16 @@ impl RedisStoreBuilder {
 
     /// The password to authenticate with (else the one in the URL). A wrong one is refused
     /// at the first request: the request gets a 503 and the cause is logged.
+    ///
+    /// ```
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// # fn secret_store(_: &str) -> String { "secret".to_owned() }
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .password(secret_store("redis-password"))
+    ///     .build()?;
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(password.into());
         self
@@ -188,6 +242,16 @@ impl RedisStoreBuilder {
 
     /// A CA certificate (PEM) to trust for `rediss://` connections, instead of the system's
     /// roots: for a Redis whose certificate a private CA signed.
+    ///
+    /// ```no_run
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// let ca_pem = std::fs::read("/etc/redis/tls/ca.crt")?;
+    /// let store = RedisStore::builder("rediss://redis.internal:6380")
+    ///     .root_certificate(ca_pem)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.root_certificate = Some(pem.into());
         self
@@ -195,6 +259,18 @@ impl RedisStoreBuilder {
 
     /// A client certificate and its private key (both PEM) to present, for a Redis that
     /// requires them (`tls-auth-clients yes`).
+    ///
+    /// ```no_run
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// let store = RedisStore::builder("rediss://redis.internal:6380")
+    ///     .client_certificate(
+    ///         std::fs::read("/etc/redis/tls/client.crt")?,
+    ///         std::fs::read("/etc/redis/tls/client.key")?,
+    ///     )
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn client_certificate(
         mut self,
         cert_pem: impl Into<Vec<u8>>,
@@ -223,6 +299,19 @@ impl RedisStoreBuilder {
     ///
     /// [`RedisStoreError::InvalidUrl`] when a URL does not parse;
     /// [`RedisStoreError::InvalidSettings`] when the settings do not make a client.
+    ///
+    /// ```
+    /// use actix_kv_session::storage::{RedisLayout, RedisStore, RedisStoreError};
+    ///
+    /// // Succeeds with no Redis running: the store connects at the first request.
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379").build()?;
+    ///
+    /// let json_on_a_cluster = RedisStore::cluster(["redis://127.0.0.1:7000"])
+    ///     .layout(RedisLayout::Json)
+    ///     .build();
+    /// assert!(matches!(json_on_a_cluster, Err(RedisStoreError::InvalidSettings(_))));
+    /// # Ok::<(), RedisStoreError>(())
+    /// ```
     pub fn build(self) -> Result<RedisStore, RedisStoreError> {
         if matches!(self.target, Target::Cluster(_)) {
             self.check_for_cluster()?;
