@@ -220,6 +220,28 @@ fn counter_redis_on_the_json_layout() {
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), r#"{"foo":3}"#);
 }
 
+/// The metrics example: after three visits, `/metrics` (Prometheus's text format) counts
+/// one session created, two updated, two loads, and times them.
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_prometheus_counts_the_visits() {
+    let mut app = Example::start("metrics_prometheus", &[]);
+    counts_one_two_three(&mut app);
+    let (status, metrics) = app.request("GET", "/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        r#"kv_session_saves_total{outcome="created"} 1"#,
+        r#"kv_session_saves_total{outcome="updated"} 2"#,
+        r#"kv_session_loads_total{found="true"} 2"#,
+        r#"kv_session_store_duration_seconds_count{op="load"} 2"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
+}
+
 /// Two processes of the example on one Redis, one browser's requests going to either (a
 /// load balancer): the counter goes on across them.
 #[cfg(feature = "redis")]

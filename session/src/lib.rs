@@ -96,6 +96,86 @@
 //!
 //! `examples/map_store.rs` is a complete store on a `Mutex<HashMap>` that passes it.
 //!
+//! # Testing your handlers
+//!
+//! [`testing::TestSessions`] (features `testing` and `memory`) gives a test the middleware
+//! on a memory store, a logged-in visitor's cookie made from the keys the test needs, and
+//! what the handler stored, read back: no running store, no hand-made cookies.
+//!
+//! ```
+//! use actix_kv_session::{testing::TestSessions, Session};
+//! use actix_web::{test, web, App};
+//!
+//! async fn whoami(session: Session) -> actix_web::Result<String> {
+//!     Ok(session.get::<String>("user")?.unwrap_or_default())
+//! }
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let sessions = TestSessions::new();
+//! let app = test::init_service(
+//!     App::new().wrap(sessions.middleware()).route("/", web::get().to(whoami)),
+//! )
+//! .await;
+//! let cookie = sessions.create([("user", "ada")]).await;
+//! let req = test::TestRequest::get().uri("/").cookie(cookie).to_request();
+//! assert_eq!(test::call_and_read_body(&app, req).await, "ada");
+//! # });
+//! ```
+//!
+//! # Errors and what the client sees
+//!
+//! Every error answers with a plain-text body that names only the status: the cause is
+//! logged (through `tracing`), never sent.
+//!
+//! | error | status | when |
+//! |---|---|---|
+//! | [`SessionError::Store`] with [`StoreError::Unavailable`], [`StoreError::TimedOut`] or [`StoreError::Contended`] | 503 | the store is down, slower than `store_timeout`, or a save lost its compare-and-swap too often; nothing was saved, or its outcome is unknown |
+//! | [`SessionError::Store`], other kinds | 500 | the store refused the data (too large, an id taken) |
+//! | [`SessionError::Deserialize`] / [`SessionError::Serialize`] | 500 | a stored value does not fit the type asked for, or a value cannot be JSON |
+//! | [`SessionError::ValueTooLarge`], [`SessionError::ReservedKey`] | 500 | `insert` refused the value or the key (the session is left as it was) |
+//! | [`SessionError::NotLoaded`], [`SessionError::MissingMiddleware`] | 500 | a programming error: the handle was used before `load`, or no middleware wraps the route |
+//! | [`TypedError::Missing`] / [`TypedError::Invalid`] | 400 | a `Typed<T>` whose required field is absent, or does not fit |
+//! | a save refused (strict policy, or the session renewed meanwhile) | 409 | the handler's answer is replaced; nothing was saved |
+//! | a session over `max_session_bytes` | 500 | the handler's answer is replaced; the stored session is kept |
+//!
+//! A malformed, forged, unknown or expired cookie is not an error: the visitor gets a new
+//! session (and nothing is written under the id the cookie named).
+//!
+//! # Observability
+//!
+//! A `tracing` span `session` (DEBUG) covers each request that used its session, named by
+//! a short hash of the id (never the id itself), with the response's status; a span
+//! `session.store` covers each store operation with its outcome and duration. With the
+//! `metrics` feature, loads, saves by outcome, conflicts (409), store errors and
+//! timeouts, retries, connection waits and a latency histogram per store operation go
+//! through the [`metrics`](https://docs.rs/metrics) facade, to any recorder;
+//! `examples/metrics_prometheus.rs` serves them to Prometheus.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `kv_session_loads_total` | counter | `found` |
+//! | `kv_session_saves_total` | counter | `outcome`: `created`, `updated`, `renewed`, `emptied`, `touched`, `gone`, `moved`, `conflict` |
+//! | `kv_session_conflicts_total` | counter | |
+//! | `kv_session_store_errors_total` | counter | `op`, `kind` |
+//! | `kv_session_store_timeouts_total` | counter | `op` |
+//! | `kv_session_store_retries_total` | counter | `reason`: `cas_lost`, `connection_dropped` |
+//! | `kv_session_connection_waits_total` | counter | |
+//! | `kv_session_store_duration_seconds` | histogram | `op`: `load`, `create`, `update`, `renew`, `touch`, `delete`, `index`, `import`, `forget` |
+//!
+//! # Security
+//!
+//! The id is 122 random bits from the operating system, sent only in an HttpOnly, Secure,
+//! SameSite=Lax cookie, and never logged. Ids that clients send are never written to the
+//! store; `renew` at log-in defeats session fixation; `purge` ends a session for good, even
+//! with requests in flight. The README's "Security" section has the whole list: signed
+//! cookies, `__Host-` names, size limits, log out everywhere.
+//!
+//! # Performance
+//!
+//! The README's "Benchmarks" section compares this crate, side by side in one run, with
+//! bare actix-web, actix-session and `sanic_session`, in requests per second and in
+//! instructions per request; the figures are in the repository's `docs/bench/`.
+//!
 //! # Migrating
 //!
 //! From `sanic_session`: the same cookie, id format and key prefix; its Redis layout is
@@ -131,7 +211,10 @@
 //! | `redis` | no | [`storage::RedisStore`], on redis-rs (its connection manager, or your deadpool-redis pool) |
 //! | `memcached` | no | [`storage::MemcachedStore`], over the meta protocol, several nodes, TLS |
 //! | `testing` | no | the store conformance suite, for a store of your own: `store_conformance!` |
+//! | `metrics` | no | metrics through the `metrics` facade (see [Observability](#observability)) |
 //! | `actix-session-import` | no | `compat::ActixSessionImport`: takes over actix-session's sessions |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod compat;
 mod config;
@@ -141,11 +224,14 @@ mod id;
 mod import;
 mod lifetime;
 mod middleware;
+mod observe;
 mod plan;
 mod session;
 mod session_ext;
 mod signing;
 pub mod storage;
+#[cfg(all(feature = "testing", feature = "memory"))]
+mod test_sessions;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod typed;

@@ -22,6 +22,7 @@ use actix_web::{
 };
 use futures_util::future::LocalBoxFuture;
 use pin_project_lite::pin_project;
+use tracing::Instrument as _;
 
 use crate::{
     config::{SessionConfig, TtlExtension},
@@ -29,6 +30,7 @@ use crate::{
     error::{opaque_response, FailureLog, SessionError, StoreError},
     import::ImportSession,
     lifetime,
+    observe::{self, Op, StoreOp},
     plan::{CookieAction, Refusal, SavePlan, Write, Written},
     session::{CookieState, Ending, LoadSession},
     signing::{SignedCookie, Signer, SigningKey},
@@ -254,8 +256,8 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
     /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware};
     ///
     /// let middleware = SessionMiddleware::builder(MemoryStore::default())
-    ///     .ttl(Duration::from_mins(30)) // idle timeout
-    ///     .absolute_timeout(Duration::from_hours(12))
+    ///     .ttl(Duration::from_secs(30 * 60)) // idle timeout
+    ///     .absolute_timeout(Duration::from_secs(12 * 3600))
     ///     .build();
     /// ```
     pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
@@ -275,9 +277,9 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
     /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware, TtlExtension};
     ///
     /// let middleware = SessionMiddleware::builder(MemoryStore::default())
-    ///     .ttl(Duration::from_hours(24))
+    ///     .ttl(Duration::from_secs(24 * 3600))
     ///     .ttl_extension(TtlExtension::OnEveryRequest)
-    ///     .ttl_extension_interval(Duration::from_mins(144))
+    ///     .ttl_extension_interval(Duration::from_secs(144 * 60))
     ///     .build();
     /// ```
     pub fn ttl_extension_interval(mut self, interval: Duration) -> Self {
@@ -535,17 +537,25 @@ where
                         Some(_) => this.session.take_legacy(),
                         None => None,
                     };
-                    let save: LocalBoxFuture<'static, _> = match legacy {
-                        None => Box::pin(async move { inner.finish(ending, res).await }),
-                        Some(legacy) => Box::pin(async move {
-                            let mut res = inner.finish(ending, res).await;
-                            // An import's save fails only with a 5xx (a create cannot
-                            // conflict): otherwise the session is ours now.
-                            if !res.status().is_server_error() {
-                                inner.retire(&legacy, &mut res).await;
+                    let span = this.session.take_span();
+                    // The common case, nobody listening and nothing imported, in one future.
+                    let save: LocalBoxFuture<'static, _> = match (legacy, span) {
+                        (None, None) => Box::pin(async move { inner.finish(ending, res).await }),
+                        (legacy, span) => Box::pin(
+                            async move {
+                                let mut res = inner.finish(ending, res).await;
+                                // An import's save fails only with a 5xx (a create cannot
+                                // conflict): otherwise the session is ours now.
+                                if let Some(legacy) = legacy {
+                                    if !res.status().is_server_error() {
+                                        inner.retire(&legacy, &mut res).await;
+                                    }
+                                }
+                                tracing::Span::current().record("status", res.status().as_u16());
+                                res
                             }
-                            res
-                        }),
+                            .instrument(span.unwrap_or_else(tracing::Span::none)),
+                        ),
                     };
                     this.stage.set(Stage::Saving { save });
                 }
@@ -561,7 +571,7 @@ impl<S: SessionStore> LoadSession for Inner<S> {
         id: &'a SessionId,
     ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
         Box::pin(async move {
-            match self.timed(self.store.load(id)).await {
+            match self.timed(Op::Load, self.store.load(id)).await {
                 // What the store holds cannot be read: the id is unknown, the request gets
                 // a fresh session, and the record is left as it is (a purge still deletes it).
                 Err(err @ StoreError::Corrupt(_)) => {
@@ -572,7 +582,10 @@ impl<S: SessionStore> LoadSession for Inner<S> {
                     self.failures.failure(&err);
                     Err(err)
                 }
-                Ok(record) => Ok(record),
+                Ok(record) => {
+                    observe::loaded(record.is_some());
+                    Ok(record)
+                }
             }
         })
     }
@@ -615,7 +628,7 @@ impl<S: SessionStore> LoadSession for Inner<S> {
     ) -> LocalBoxFuture<'a, Result<Option<SessionMap>, StoreError>> {
         Box::pin(async move {
             match &self.import {
-                Some(import) => match self.timed(import.import(cookie)).await {
+                Some(import) => match self.timed(Op::Import, import.import(cookie)).await {
                     Ok(imported) => Ok(imported),
                     // An old record that cannot be read: as for our own, a new visitor.
                     Err(err @ StoreError::Corrupt(_)) => {
@@ -636,9 +649,11 @@ impl<S: SessionStore> LoadSession for Inner<S> {
 impl<S: SessionStore> Inner<S> {
     async fn timed<T>(
         &self,
+        kind: Op,
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let mut op = std::pin::pin!(op);
+        let watch = StoreOp::start(kind);
+        let mut op = std::pin::pin!(observe::in_span(watch.as_ref().map(StoreOp::span), op));
         // A store that answers at once (memory) needs no timer: arm one only if it waits.
         let first = std::future::poll_fn(|cx| Poll::Ready(op.as_mut().poll(cx))).await;
         let result = match first {
@@ -652,6 +667,9 @@ impl<S: SessionStore> Inner<S> {
         };
         if result.is_ok() {
             self.failures.success();
+        }
+        if let Some(watch) = watch {
+            watch.end(&result);
         }
         result
     }
@@ -694,6 +712,7 @@ impl<S: SessionStore> Inner<S> {
                 return replace(res, SessionError::Store(err).status_code());
             }
         };
+        observe::saved(&written);
         let action = match rule.apply(written, browser_session) {
             Ok(action) => action,
             Err(refusal) => {
@@ -747,7 +766,7 @@ impl<S: SessionStore> Inner<S> {
         let Some(import) = &self.import else {
             return;
         };
-        if let Err(err) = self.timed(import.forget(legacy)).await {
+        if let Err(err) = self.timed(Op::Forget, import.forget(legacy)).await {
             crate::error::log_error(&err);
         }
         let name = import.cookie_name();
@@ -771,7 +790,7 @@ impl<S: SessionStore> Inner<S> {
     /// Runs the plan's delete and write.
     async fn execute(&self, plan: SavePlan) -> Result<Written, StoreError> {
         if let Some(old) = &plan.delete {
-            self.timed(self.store.delete(old)).await?;
+            self.timed(Op::Delete, self.store.delete(old)).await?;
         }
         let ttl = plan.ttl.unwrap_or(self.config.ttl);
         let change_set =
@@ -785,15 +804,18 @@ impl<S: SessionStore> Inner<S> {
         let index = |id: SessionId| -> Option<LocalBoxFuture<'_, Result<(), StoreError>>> {
             let user = plan.index_user.clone()?;
             Some(Box::pin(async move {
-                self.timed(users::add(&self.store, &user, &id, ttl, lifetime::now()))
-                    .await
+                self.timed(
+                    Op::Index,
+                    users::add(&self.store, &user, &id, ttl, lifetime::now()),
+                )
+                .await
             }))
         };
         Ok(match plan.write {
             Write::Nothing => Written::Nothing,
             // The request has its session already: a failed extension is logged, and the
             // response goes out without a cookie rather than as a 503.
-            Write::Touch(id) => match self.timed(self.store.touch(&id, ttl)).await {
+            Write::Touch(id) => match self.timed(Op::Touch, self.store.touch(&id, ttl)).await {
                 Ok(alive) => Written::Touched(id, alive),
                 Err(err) => {
                     self.failures.failure(&err);
@@ -805,7 +827,8 @@ impl<S: SessionStore> Inner<S> {
                 if let Some(index) = index(new) {
                     index.await?;
                 }
-                self.timed(self.store.create(&new, &data, ttl)).await?;
+                self.timed(Op::Create, self.store.create(&new, &data, ttl))
+                    .await?;
                 Written::Created(new)
             }
             Write::Update(id, changes) => {
@@ -813,7 +836,11 @@ impl<S: SessionStore> Inner<S> {
                 if let Some(index) = index(id) {
                     index.await?;
                 }
-                Written::Updated(id, self.timed(self.store.update(&id, &changes)).await?)
+                Written::Updated(
+                    id,
+                    self.timed(Op::Update, self.store.update(&id, &changes))
+                        .await?,
+                )
             }
             Write::Renew(id, changes) => {
                 let changes = change_set(changes);
@@ -825,7 +852,9 @@ impl<S: SessionStore> Inner<S> {
                 // a listing skips and a purge passes over, and it leaves the index when its
                 // end passes (pruned by a later log-in). Removing it here would cost two more
                 // round-trips on every log-in of a bound session.
-                let outcome = self.timed(self.store.renew(&id, &new, &changes)).await?;
+                let outcome = self
+                    .timed(Op::Renew, self.store.renew(&id, &new, &changes))
+                    .await?;
                 Written::Renewed(new, outcome)
             }
         })

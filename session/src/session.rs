@@ -9,7 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{
     config::{SessionConfig, TtlExtension},
     error::{SessionError, StoreError},
-    lifetime,
+    lifetime, observe,
     plan::{Ended, SavePlan},
     signing::SignedCookie,
     storage::{is_bookkeeping, KeyChange, SessionMap},
@@ -412,6 +412,9 @@ struct State {
     /// The value of another library's session cookie, to import the session it names when
     /// the request has no session of ours (only with [`ImportSession`](crate::ImportSession)).
     legacy: Option<Box<str>>,
+    /// The request's `session` span, from the first load, if anything listens (see
+    /// [`observe`]).
+    span: Option<tracing::Span>,
 }
 
 struct Cell {
@@ -441,6 +444,55 @@ struct Cell {
 /// Every method that reads or writes data needs the session loaded: the extractor loads
 /// it; a handle from [`SessionExt::get_session`] needs [`Session::load`] first, or its
 /// methods answer [`SessionError::NotLoaded`].
+///
+/// # Not `Send`
+///
+/// A `Session` is the request's own: an `Rc` over a `RefCell`, like actix-web's
+/// `HttpRequest`, because actix-web runs a request on one worker thread from start to end
+/// and its handlers' futures need not be `Send`. Making it `Send` would put a lock and an
+/// atomic count on every read and write of every request, for code that never leaves the
+/// thread. A handler whose work must be `Send` (async-graphql and juniper want their
+/// context data `Send + Sync`, a `tokio::spawn` wants `Send + 'static`) reads what that work
+/// needs from the session first, as owned values, hands it a `Send` place for what it wants
+/// to store, and writes that back when it is done:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// use actix_kv_session::Session;
+///
+/// /// What the `Send` work may read of the session.
+/// #[derive(Clone)]
+/// struct Viewer {
+///     user: Option<String>,
+/// }
+///
+/// /// Where the `Send` work puts what the session should keep.
+/// #[derive(Clone, Default)]
+/// struct SessionWrites(Arc<Mutex<Vec<(String, serde_json::Value)>>>);
+///
+/// /// Stands for `schema.execute(request.data(viewer).data(writes))`: work that must be
+/// /// `Send`.
+/// async fn send_work(viewer: Viewer, writes: SessionWrites) -> String {
+///     let answer = format!("hello {}", viewer.user.as_deref().unwrap_or("stranger"));
+///     writes.0.lock().unwrap().push(("greeted".into(), serde_json::json!(true)));
+///     answer
+/// }
+///
+/// async fn graphql(session: Session) -> actix_web::Result<String> {
+///     let viewer = Viewer { user: session.get("user")? };
+///     let writes = SessionWrites::default();
+///     // `tokio::spawn` wants `Send + 'static`, as a GraphQL executor's data does.
+///     let answer = tokio::spawn(send_work(viewer, writes.clone()))
+///         .await
+///         .map_err(actix_web::error::ErrorInternalServerError)?;
+///     let pending = std::mem::take(&mut *writes.0.lock().unwrap());
+///     for (key, value) in pending {
+///         session.insert(key, value)?;
+///     }
+///     Ok(answer)
+/// }
+/// ```
 #[derive(Clone)]
 pub struct Session(Rc<Cell>);
 
@@ -463,6 +515,7 @@ impl Session {
                 failure: None,
                 current_signature: None,
                 legacy: None,
+                span: None,
             }),
             load_gate: tokio::sync::Mutex::new(()),
             loader,
@@ -502,9 +555,21 @@ impl Session {
             };
             (id, legacy)
         };
+        let span = observe::request_span();
+        if let Some(span) = &span {
+            self.0.state.borrow_mut().span = Some(span.clone());
+        }
         let record = match (&id, legacy) {
-            (Some(id), _) => store.load(id).await,
-            (None, Some(legacy)) => return self.import(store.as_ref(), &legacy).await,
+            (Some(id), _) => {
+                if let Some(span) = &span {
+                    observe::name_session(span, id);
+                }
+                observe::in_span(span.as_ref(), store.load(id)).await
+            }
+            (None, Some(legacy)) => {
+                let import = self.import(store.as_ref(), &legacy);
+                return observe::in_span(span.as_ref(), import).await;
+            }
             (None, None) => Ok(None),
         };
         let record = match record {
@@ -586,6 +651,11 @@ impl Session {
             state.loaded = Some(loaded);
         }
         Ok(())
+    }
+
+    /// The request's `session` span, if the session was loaded while something listened.
+    pub(crate) fn take_span(&self) -> Option<tracing::Span> {
+        self.0.state.borrow_mut().span.take()
     }
 
     /// Sets the value of another library's session cookie found on the request.
@@ -879,7 +949,7 @@ impl Session {
     ///     session.renew()?;
     ///     session.insert("user", "alice")?;
     ///     // Remember me: 90 days, and a cookie that outlives the browser.
-    ///     session.set_ttl(Duration::from_hours(90 * 24))?;
+    ///     session.set_ttl(Duration::from_secs(90 * 24 * 3600))?;
     ///     session.set_browser_session(false)?;
     ///     Ok("welcome")
     /// }

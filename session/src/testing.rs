@@ -1,5 +1,6 @@
 //! The store conformance suite (feature `testing`): the rules of
-//! [`SessionStore`], checked on any store, ours and yours alike.
+//! [`SessionStore`], checked on any store, ours and yours alike. And [`TestSessions`]
+//! (with `memory` too), to test handlers with sessions made for the test.
 //!
 //! One call checks a store: [`store_conformance!`](crate::store_conformance) makes a
 //! `#[test]` of it, or call [`check_store`] from a test of your own. Each case runs on a
@@ -22,6 +23,9 @@
 //! The cases take about five seconds: some wait for time-to-live expiry. A store may count
 //! TTLs in whole seconds (memcached does, so do databases with an integer expiry column):
 //! every check stays a second clear of the TTL's end, either way.
+
+#[cfg(feature = "memory")]
+pub use crate::test_sessions::TestSessions;
 
 use std::{future::Future, panic::AssertUnwindSafe, time::Duration};
 

@@ -412,7 +412,10 @@ impl MemcachedStore {
         F: Future<Output = Result<T, StoreError>>,
     {
         match op().await {
-            Err(err) if retry == Retry::OnceIfDropped && connection_broke(&err) => op().await,
+            Err(err) if retry == Retry::OnceIfDropped && connection_broke(&err) => {
+                crate::observe::retried("connection_dropped");
+                op().await
+            }
             other => other,
         }
     }
@@ -687,8 +690,13 @@ impl MemcachedStore {
             };
             match written {
                 Attempt::Ended(outcome) => return Ok(outcome),
-                Attempt::Lost if attempt < RETRIES_WITHOUT_PAUSE => {}
-                Attempt::Lost => backoff().await,
+                Attempt::Lost if attempt < RETRIES_WITHOUT_PAUSE => {
+                    crate::observe::retried("cas_lost");
+                }
+                Attempt::Lost => {
+                    crate::observe::retried("cas_lost");
+                    backoff().await;
+                }
             }
         }
         Err(StoreError::Contended(CAS_ATTEMPTS))
@@ -865,7 +873,7 @@ mod tests {
 
     #[test]
     fn ttls_over_thirty_days_become_absolute_times() {
-        assert_eq!(expiry(Duration::from_hours(30 * 24)), 2_592_000);
+        assert_eq!(expiry(Duration::from_secs(30 * 24 * 3600)), 2_592_000);
         assert_eq!(expiry(Duration::from_millis(1)), 1);
         assert_eq!(expiry(Duration::ZERO), 1, "0 would mean never expire");
         assert_eq!(expiry(Duration::from_millis(1500)), 2);
@@ -873,9 +881,9 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let absolute = expiry(Duration::from_hours(31 * 24));
+        let absolute = expiry(Duration::from_secs(31 * 24 * 3600));
         assert!(absolute >= now + 31 * 24 * 3600 && absolute <= now + 31 * 24 * 3600 + 5);
-        for endless in [Duration::from_hours(20 * 365 * 24), Duration::MAX] {
+        for endless in [Duration::from_secs(20 * 365 * 24 * 3600), Duration::MAX] {
             assert_eq!(expiry(endless), MAX_EXPTIME, "memcached's last time, 2038");
         }
     }

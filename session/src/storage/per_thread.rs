@@ -85,6 +85,7 @@ impl<C: Clone + 'static> PerThread<C> {
     /// Keeps `conn` as this thread's connection for `slot`, unless another request of this
     /// thread made one meanwhile: the first one stays, and is returned.
     pub(crate) fn keep(&self, slot: usize, conn: C) -> Lease<C> {
+        crate::observe::waited_for_connection();
         if let Some(lease) = self.cached(slot) {
             return lease;
         }

@@ -322,6 +322,7 @@ impl RedisStore {
             self.after_error(&conn, err);
         }
         if retry.again(&answer) {
+            crate::observe::retried("connection_dropped");
             conn = self.connection().await?;
             answer = conn
                 .req_packed_command(cmd)
@@ -369,6 +370,7 @@ impl RedisStore {
             self.after_error(&conn, err);
         }
         if retry.again(&answer) {
+            crate::observe::retried("connection_dropped");
             conn = self.connection().await?;
             answer = invocation.invoke_async(&mut conn).await;
             if let Err(err) = &answer {

@@ -125,8 +125,12 @@ impl RedisStore {
             }
             let status: String = self.run_script(invocation, Retry::Never).await?;
             match status.as_str() {
-                "lost" if attempt < RETRIES_WITHOUT_PAUSE => {}
-                "lost" => backoff().await,
+                "lost" => {
+                    crate::observe::retried("cas_lost");
+                    if attempt >= RETRIES_WITHOUT_PAUSE {
+                        backoff().await;
+                    }
+                }
                 other => return outcome(other),
             }
         }
