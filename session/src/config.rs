@@ -7,6 +7,46 @@ use actix_web::cookie::{time, Cookie, SameSite};
 use crate::{signing::Signer, storage::ConflictPolicy, SessionId};
 
 /// When a session's time to live is extended.
+///
+/// ```
+/// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware, TtlExtension};
+/// use actix_web::{test, web, App};
+///
+/// async fn read(session: Session) -> actix_web::Result<String> {
+///     Ok(session.get::<String>("user")?.unwrap_or_default())
+/// }
+/// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+///     session.insert("user", "ada")?;
+///     Ok("welcome")
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// for (policy, cookies_on_a_read) in [
+///     (TtlExtension::OnChange, 0),
+///     (TtlExtension::OnEveryRequest, 1),
+/// ] {
+///     let middleware = SessionMiddleware::builder(MemoryStore::default())
+///         .ttl_extension(policy)
+///         .build();
+///     let app = test::init_service(
+///         App::new()
+///             .wrap(middleware)
+///             .route("/login", web::post().to(log_in))
+///             .route("/", web::get().to(read)),
+///     )
+///     .await;
+///     let req = test::TestRequest::post().uri("/login").to_request();
+///     let res = test::call_service(&app, req).await;
+///     let cookie = res.response().cookies().next().unwrap().into_owned();
+///
+///     // A request that only reads: its TTL (and the cookie's Max-Age) is extended only
+///     // under `OnEveryRequest`.
+///     let req = test::TestRequest::get().uri("/").cookie(cookie).to_request();
+///     let res = test::call_service(&app, req).await;
+///     assert_eq!(res.response().cookies().count(), cookies_on_a_read);
+/// }
+/// # });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum TtlExtension {

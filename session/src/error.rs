@@ -13,12 +13,44 @@ use std::{
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 
 /// A boxed error cause, as stores report them.
+///
+/// ```
+/// use actix_kv_session::{BoxError, StoreError};
+///
+/// // What a store of your own gets from its client library, kept as the cause.
+/// fn connect(addr: &str) -> Result<(), BoxError> {
+///     Err(format!("connection to {addr} refused").into())
+/// }
+///
+/// let err = StoreError::unavailable(connect("10.0.0.1:6379").unwrap_err());
+/// let cause = std::error::Error::source(&err).unwrap();
+/// assert_eq!(cause.to_string(), "connection to 10.0.0.1:6379 refused");
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a store operation failed.
 ///
 /// Stores report every failure through this type, so the middleware can map it to a
 /// response (503 for an unreachable or slow store) without knowing the backend.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use actix_kv_session::{SessionError, StoreError};
+/// use actix_web::{http::StatusCode, ResponseError};
+///
+/// let status = |err: StoreError| SessionError::from(err).status_code();
+/// let timed_out = StoreError::TimedOut(Duration::from_secs(2));
+/// assert_eq!(status(timed_out), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(status(StoreError::Contended(8)), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(status(StoreError::IdInUse), StatusCode::INTERNAL_SERVER_ERROR);
+///
+/// let err = StoreError::TooLarge { size: 2_000_000, limit: Some(1_000_000) };
+/// assert_eq!(
+///     err.to_string(),
+///     "session of 2000000 bytes is larger than the store accepts (1000000 bytes)"
+/// );
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -58,11 +90,35 @@ fn limit_note(limit: Option<usize>) -> String {
 
 impl StoreError {
     /// Wraps any error as [`StoreError::Unavailable`].
+    ///
+    /// ```
+    /// use std::io;
+    ///
+    /// use actix_kv_session::StoreError;
+    ///
+    /// // In a store of your own: the client's error, kept as the cause.
+    /// let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
+    /// let err = StoreError::unavailable(refused);
+    /// assert!(matches!(err, StoreError::Unavailable(_)));
+    /// assert_eq!(std::error::Error::source(&err).unwrap().to_string(), "connection refused");
+    /// ```
     pub fn unavailable(cause: impl Into<BoxError>) -> Self {
         Self::Unavailable(cause.into())
     }
 
     /// Wraps any error as [`StoreError::Corrupt`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::SessionMap, StoreError};
+    ///
+    /// // In a store of your own: a stored record that is not a JSON object of strings.
+    /// fn decode(stored: &str) -> Result<SessionMap, StoreError> {
+    ///     serde_json::from_str(stored).map_err(StoreError::corrupt)
+    /// }
+    ///
+    /// assert!(decode(r#"{"user":"\"ada\""}"#).is_ok());
+    /// assert!(matches!(decode("[1, 2]"), Err(StoreError::Corrupt(_))));
+    /// ```
     pub fn corrupt(cause: impl Into<BoxError>) -> Self {
         Self::Corrupt(cause.into())
     }
@@ -71,7 +127,32 @@ impl StoreError {
 /// An error from the [`Session`](crate::Session) API.
 ///
 /// As an actix `ResponseError` it answers with an opaque body: 503 when the store is down
-/// or slow, 500 for everything else. The cause is logged, never sent to the client.
+/// or slow, or a save lost its compare-and-swap too often ([`StoreError::Contended`]), 500
+/// for everything else. The cause is logged, never sent to the client.
+///
+/// ```
+/// use actix_kv_session::{storage::MemoryStore, Session, SessionError, SessionMiddleware};
+/// use actix_web::{http::StatusCode, test, web, App, HttpResponse};
+///
+/// async fn set_bio(session: Session, bio: String) -> Result<HttpResponse, SessionError> {
+///     match session.insert("bio", bio) {
+///         Ok(()) => Ok(HttpResponse::Ok().finish()),
+///         // The one error this handler answers itself; the others become a 500 or a 503.
+///         Err(SessionError::ValueTooLarge { .. }) => Ok(HttpResponse::PayloadTooLarge().finish()),
+///         Err(err) => Err(err),
+///     }
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let middleware = SessionMiddleware::builder(MemoryStore::default())
+///     .max_value_bytes(Some(100))
+///     .build();
+/// let app = test::init_service(App::new().wrap(middleware).route("/bio", web::post().to(set_bio)))
+///     .await;
+/// let req = test::TestRequest::post().uri("/bio").set_payload("a".repeat(200)).to_request();
+/// assert_eq!(test::call_service(&app, req).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+/// # });
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {

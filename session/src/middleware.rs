@@ -113,6 +113,41 @@ impl<S: SessionStore> SessionMiddleware<S> {
     /// # Errors
     ///
     /// A [`StoreError`] when the store fails; some sessions may be ended already.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.renew()?;
+    ///     session.set_user("alice")?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// async fn whoami(session: Session) -> actix_web::Result<String> {
+    ///     Ok(session.user()?.unwrap_or_else(|| "nobody".to_owned()))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::new(MemoryStore::default());
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(middleware.clone()) // the clone shares the store
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/whoami", web::get().to(whoami)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/login").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    ///
+    /// // From an admin page, or after a password change.
+    /// assert_eq!(middleware.purge_user("alice").await?, 1);
+    /// let req = test::TestRequest::get().uri("/whoami").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "nobody");
+    /// # Ok::<(), actix_kv_session::StoreError>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn purge_user(&self, user: &str) -> Result<usize, StoreError> {
         users::purge(&self.inner.store, user, None).await
     }
@@ -123,6 +158,35 @@ impl<S: SessionStore> SessionMiddleware<S> {
     /// # Errors
     ///
     /// A [`StoreError`] when the store fails.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.renew()?;
+    ///     session.set_user("alice")?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::new(MemoryStore::default());
+    /// let app = test::init_service(
+    ///     App::new().wrap(middleware.clone()).route("/login", web::post().to(log_in)),
+    /// )
+    /// .await;
+    /// for _ in 0..2 {
+    ///     test::call_service(&app, test::TestRequest::post().uri("/login").to_request()).await;
+    /// }
+    ///
+    /// // An admin page: alice's sessions, none of them the admin's own.
+    /// let sessions = middleware.user_sessions("alice").await?;
+    /// assert_eq!(sessions.len(), 2);
+    /// assert!(sessions.iter().all(|session| !session.current && session.created.is_some()));
+    /// assert!(middleware.user_sessions("bob").await?.is_empty());
+    /// # Ok::<(), actix_kv_session::StoreError>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn user_sessions(&self, user: &str) -> Result<Vec<UserSession>, StoreError> {
         users::list(&self.inner.store, user, None).await
     }
@@ -130,11 +194,53 @@ impl<S: SessionStore> SessionMiddleware<S> {
     /// The middleware with the default settings: cookie `session`, HttpOnly, Secure,
     /// SameSite=Lax, Path `/`, a 30-day TTL extended when the session changes, last write
     /// wins per key, a 2-second store timeout.
+    ///
+    /// ```
+    /// use actix_web::cookie::{time, SameSite};
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::new(MemoryStore::default());
+    /// let app = test::init_service(App::new().wrap(middleware).route(
+    ///     "/",
+    ///     web::get().to(|session: Session| async move { session.insert("user", "ada") }),
+    /// ))
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.name(), "session");
+    /// assert_eq!(cookie.http_only(), Some(true));
+    /// assert_eq!(cookie.secure(), Some(true));
+    /// assert_eq!(cookie.same_site(), Some(SameSite::Lax));
+    /// assert_eq!(cookie.path(), Some("/"));
+    /// assert_eq!(cookie.max_age(), Some(time::Duration::days(30)));
+    /// # });
+    /// ```
     pub fn new(store: S) -> Self {
         Self::builder(store).build()
     }
 
     /// A builder, to change the settings.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .cookie_name("__Host-session")
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route(
+    ///     "/",
+    ///     web::get().to(|session: Session| async move { session.insert("user", "ada") }),
+    /// ))
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.name(), "__Host-session");
+    /// # });
+    /// ```
     pub fn builder(store: S) -> SessionMiddlewareBuilder<S> {
         SessionMiddlewareBuilder {
             store,
@@ -145,6 +251,28 @@ impl<S: SessionStore> SessionMiddleware<S> {
 }
 
 /// Builds a [`SessionMiddleware`]; [`build`](Self::build) ends it.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use actix_kv_session::{storage::MemoryStore, SessionMiddleware, TtlExtension};
+/// use actix_web::{web, App, HttpServer};
+///
+/// let store = MemoryStore::default();
+/// let middleware = SessionMiddleware::builder(store)
+///     .cookie_name("__Host-session")
+///     .ttl(Duration::from_secs(8 * 3600))
+///     .ttl_extension(TtlExtension::OnEveryRequest)
+///     .ttl_extension_interval(Duration::from_secs(48 * 60))
+///     .absolute_timeout(Duration::from_secs(7 * 24 * 3600))
+///     .build();
+/// // Built once; each worker gets a clone.
+/// let _server = HttpServer::new(move || {
+///     App::new()
+///         .wrap(middleware.clone())
+///         .route("/", web::get().to(|| async { "hello" }))
+/// });
+/// ```
 #[must_use]
 pub struct SessionMiddlewareBuilder<S> {
     store: S,
@@ -183,6 +311,28 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
 
     /// How long a session lives after its last save (default 30 days). It is also the
     /// cookie's Max-Age, unless [`browser_session`](Self::browser_session) is on.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_web::cookie::time;
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .ttl(Duration::from_secs(8 * 3600)) // a working day
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route(
+    ///     "/",
+    ///     web::get().to(|session: Session| async move { session.insert("user", "ada") }),
+    /// ))
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.max_age(), Some(time::Duration::hours(8)));
+    /// # });
+    /// ```
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.config.ttl = ttl;
         self
@@ -190,6 +340,25 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
 
     /// Send the cookie without Max-Age, so the browser drops it when it closes (default
     /// off). The stored session still expires after the TTL.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .browser_session(true)
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route(
+    ///     "/",
+    ///     web::get().to(|session: Session| async move { session.insert("user", "ada") }),
+    /// ))
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.max_age(), None);
+    /// # });
+    /// ```
     pub fn browser_session(mut self, on: bool) -> Self {
         self.config.browser_session = on;
         self
@@ -197,6 +366,26 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
 
     /// HttpOnly on the cookie (default on): scripts in the page cannot read the id, so an
     /// XSS flaw cannot steal the session.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// // Only if a script of the page must read the id: it then can, and so can an XSS flaw.
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .http_only(false)
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route(
+    ///     "/",
+    ///     web::get().to(|session: Session| async move { session.insert("user", "ada") }),
+    /// ))
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.http_only(), None); // no HttpOnly attribute
+    /// # });
+    /// ```
     pub fn http_only(mut self, on: bool) -> Self {
         self.config.http_only = on;
         self
@@ -204,6 +393,26 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
 
     /// Secure on the cookie (default on): the browser sends it only over HTTPS, so the id
     /// is not exposed on the network. Turn it off only for plain-HTTP development.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// // Plain-HTTP development only.
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .secure(false)
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route(
+    ///     "/",
+    ///     web::get().to(|session: Session| async move { session.insert("user", "ada") }),
+    /// ))
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.secure(), None); // no Secure attribute
+    /// # });
+    /// ```
     pub fn secure(mut self, on: bool) -> Self {
         self.config.secure = on;
         self
@@ -211,24 +420,120 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
 
     /// SameSite on the cookie (default Lax): cross-site sub-requests and form posts do not
     /// carry the session, which blocks most cross-site request forgery.
+    ///
+    /// ```
+    /// use actix_web::cookie::SameSite;
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// // Not even top-level navigations from other sites carry the session.
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .same_site(SameSite::Strict)
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route(
+    ///     "/",
+    ///     web::get().to(|session: Session| async move { session.insert("user", "ada") }),
+    /// ))
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.same_site(), Some(SameSite::Strict));
+    /// # });
+    /// ```
     pub fn same_site(mut self, same_site: SameSite) -> Self {
         self.config.same_site = same_site;
         self
     }
 
     /// Domain on the cookie (default none: only the host that set it gets it back).
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// // One session for shop.example.com and account.example.com.
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .domain("example.com")
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route(
+    ///     "/",
+    ///     web::get().to(|session: Session| async move { session.insert("user", "ada") }),
+    /// ))
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.domain(), Some("example.com"));
+    /// # });
+    /// ```
     pub fn domain(mut self, domain: impl Into<String>) -> Self {
         self.config.domain = Some(domain.into());
         self
     }
 
     /// Path on the cookie (default `/`).
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// // An app mounted under /shop: the browser sends the cookie to /shop only.
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .path("/shop")
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route(
+    ///     "/",
+    ///     web::get().to(|session: Session| async move { session.insert("user", "ada") }),
+    /// ))
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap();
+    /// assert_eq!(cookie.path(), Some("/shop"));
+    /// # });
+    /// ```
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.config.path = path.into();
         self
     }
 
     /// When the TTL is extended (default [`TtlExtension::OnChange`]).
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware, TtlExtension};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("user", "ada")?;
+    ///     Ok("welcome")
+    /// }
+    /// async fn read(session: Session) -> actix_web::Result<String> {
+    ///     Ok(session.get::<String>("user")?.unwrap_or_default())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// // As `sanic_session`: a session ends one TTL after its last use, not its last change.
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .ttl_extension(TtlExtension::OnEveryRequest)
+    ///     .build();
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(middleware)
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/", web::get().to(read)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/login").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    ///
+    /// // A request that only reads extends the session, and sends the cookie again.
+    /// let req = test::TestRequest::get().uri("/").cookie(cookie).to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// assert_eq!(res.response().cookies().count(), 1);
+    /// # });
+    /// ```
     pub fn ttl_extension(mut self, policy: TtlExtension) -> Self {
         self.config.ttl_extension = policy;
         self
@@ -236,6 +541,45 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
 
     /// What happens when two requests change the same key (default
     /// [`ConflictPolicy::LastWriteWins`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::{storage::{ConflictPolicy, MemoryStore}, Session, SessionMiddleware};
+    /// use actix_web::{http::StatusCode, rt::time::sleep, test, web, App};
+    ///
+    /// async fn withdraw(session: Session, pause: web::Path<u64>) -> actix_web::Result<String> {
+    ///     let balance = session.get::<u32>("balance")?.unwrap_or(100);
+    ///     sleep(Duration::from_millis(*pause)).await; // another request saves meanwhile
+    ///     session.insert("balance", balance - 10)?;
+    ///     Ok((balance - 10).to_string())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .conflict_policy(ConflictPolicy::Strict)
+    ///     .build();
+    /// let app = test::init_service(
+    ///     App::new().wrap(middleware).route("/withdraw/{pause}", web::post().to(withdraw)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/withdraw/0").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    ///
+    /// // Two requests load balance 90; the slow one saves after the fast one.
+    /// let slow = test::TestRequest::post().uri("/withdraw/50").cookie(cookie.clone());
+    /// let fast = test::TestRequest::post().uri("/withdraw/0").cookie(cookie);
+    /// let (slow, fast) = futures_util::future::join(
+    ///     test::call_service(&app, slow.to_request()),
+    ///     test::call_service(&app, fast.to_request()),
+    /// )
+    /// .await;
+    /// assert_eq!(fast.status(), StatusCode::OK);
+    /// // Its 80 would overwrite the fast one's: refused, nothing saved. The client may retry.
+    /// assert_eq!(slow.status(), StatusCode::CONFLICT);
+    /// # });
+    /// ```
     pub fn conflict_policy(mut self, policy: ConflictPolicy) -> Self {
         self.config.conflict_policy = policy;
         self
@@ -341,6 +685,36 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
     /// [`Typed`](crate::Typed) write-back) accepts (default none: only the session's limit).
     /// A larger one is refused with [`SessionError::ValueTooLarge`] when it is inserted, so
     /// the handler can answer it; the session is left as it was.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionError, SessionMiddleware};
+    /// use actix_web::{http::StatusCode, test, web, App, HttpResponse};
+    ///
+    /// async fn save_draft(session: Session, draft: String) -> actix_web::Result<HttpResponse> {
+    ///     match session.insert("draft", draft) {
+    ///         Ok(()) => Ok(HttpResponse::Ok().body("saved")),
+    ///         Err(SessionError::ValueTooLarge { .. }) => {
+    ///             Ok(HttpResponse::PayloadTooLarge().finish())
+    ///         }
+    ///         Err(err) => Err(err.into()),
+    ///     }
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default())
+    ///     .max_value_bytes(Some(16 * 1024))
+    ///     .build();
+    /// let app = test::init_service(
+    ///     App::new().wrap(middleware).route("/draft", web::post().to(save_draft)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/draft").set_payload("a short note").to_request();
+    /// assert_eq!(test::call_service(&app, req).await.status(), StatusCode::OK);
+    /// let too_long = "a".repeat(20_000);
+    /// let req = test::TestRequest::post().uri("/draft").set_payload(too_long).to_request();
+    /// assert_eq!(test::call_service(&app, req).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    /// # });
+    /// ```
     pub fn max_value_bytes(mut self, limit: Option<usize>) -> Self {
         self.config.max_value_bytes = limit;
         self
@@ -352,6 +726,58 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
     /// answer was lost, so saves are never retried. Loads, TTL extensions and deletes, which
     /// can safely run twice, are retried once by the bundled stores when their connection
     /// broke.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// use actix_kv_session::{Session, SessionMiddleware};
+    /// use actix_web::{http::StatusCode, test, web, App};
+    /// # use std::future::pending;
+    /// # use actix_kv_session::{
+    /// #     storage::{ChangeSet, SaveOutcome, SessionMap, SessionStore},
+    /// #     SessionId, StoreError,
+    /// # };
+    /// # /// A store that never answers, as one behind a dead network link.
+    /// # struct Stalled;
+    /// # type Answer<T> = Result<T, StoreError>;
+    /// # impl SessionStore for Stalled {
+    /// #     async fn load(&self, _: &SessionId) -> Answer<Option<SessionMap>> {
+    /// #         pending().await
+    /// #     }
+    /// #     async fn create(&self, _: &SessionId, _: &SessionMap, _: Duration) -> Answer<()> {
+    /// #         pending().await
+    /// #     }
+    /// #     async fn update(&self, _: &SessionId, _: &ChangeSet) -> Answer<SaveOutcome> {
+    /// #         pending().await
+    /// #     }
+    /// #     async fn renew(
+    /// #         &self, _: &SessionId, _: &SessionId, _: &ChangeSet,
+    /// #     ) -> Answer<SaveOutcome> {
+    /// #         pending().await
+    /// #     }
+    /// #     async fn touch(&self, _: &SessionId, _: Duration) -> Answer<bool> {
+    /// #         pending().await
+    /// #     }
+    /// #     async fn delete(&self, _: &SessionId) -> Answer<()> {
+    /// #         pending().await
+    /// #     }
+    /// # }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let middleware = SessionMiddleware::builder(Stalled)
+    ///     .store_timeout(Duration::from_millis(100))
+    ///     .build();
+    /// let app = test::init_service(App::new().wrap(middleware).route(
+    ///     "/",
+    ///     web::get().to(|session: Session| async move { session.insert("user", "ada") }),
+    /// ))
+    /// .await;
+    /// let started = Instant::now();
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// assert!(started.elapsed() < Duration::from_secs(1));
+    /// # });
+    /// ```
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.config.store_timeout = timeout;
         self
@@ -396,6 +822,22 @@ impl<S: SessionStore> SessionMiddlewareBuilder<S> {
     /// `__Secure-` name without Secure, or a `__Host-` name without Secure, with a Domain or
     /// with a Path other than `/`. These are programming errors, caught at start-up, never
     /// per request.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, SessionMiddleware};
+    /// use actix_web::cookie::SameSite;
+    ///
+    /// let middleware = SessionMiddleware::builder(MemoryStore::default()).build();
+    ///
+    /// // Browsers drop a SameSite=None cookie without Secure: refused at start-up.
+    /// let refused = std::panic::catch_unwind(|| {
+    ///     SessionMiddleware::builder(MemoryStore::default())
+    ///         .same_site(SameSite::None)
+    ///         .secure(false)
+    ///         .build()
+    /// });
+    /// assert!(refused.is_err());
+    /// ```
     pub fn build(self) -> SessionMiddleware<S> {
         let cookies = self
             .config
@@ -438,6 +880,33 @@ where
 }
 
 /// The service [`SessionMiddleware`] wraps around the app's.
+///
+/// An app never names it: [`App::wrap`](actix_web::App::wrap) makes it. A service of your
+/// own, outside an `App`, gets it from the middleware as from any [`Transform`]:
+///
+/// ```
+/// use actix_kv_session::{storage::MemoryStore, SessionExt, SessionMiddleware};
+/// use actix_web::{
+///     dev::{fn_service, Service, ServiceRequest, Transform},
+///     test, HttpResponse,
+/// };
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let counter = fn_service(|req: ServiceRequest| async move {
+///     let session = req.get_session();
+///     session.load().await?;
+///     let n = session.get::<u32>("n")?.unwrap_or(0) + 1;
+///     session.insert("n", n)?;
+///     Ok(req.into_response(HttpResponse::Ok().body(n.to_string())))
+/// });
+/// let service = SessionMiddleware::new(MemoryStore::default())
+///     .new_transform(counter)
+///     .await
+///     .unwrap();
+/// let res = service.call(test::TestRequest::default().to_srv_request()).await.unwrap();
+/// assert_eq!(res.response().cookies().count(), 1);
+/// # });
+/// ```
 pub struct SessionService<Svc, S> {
     service: Rc<Svc>,
     inner: Arc<Inner<S>>,
@@ -491,6 +960,27 @@ where
 pin_project! {
     /// The response future of [`SessionService`]: the app's response, then, only if the
     /// request used its session, the save.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, SessionFuture, SessionMiddleware};
+    /// use actix_web::{
+    ///     dev::{Service, Transform},
+    ///     test,
+    /// };
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let service = SessionMiddleware::new(MemoryStore::default())
+    ///     .new_transform(test::ok_service())
+    ///     .await
+    ///     .unwrap();
+    /// let req = test::TestRequest::default().to_srv_request();
+    /// let future: SessionFuture<_, _, _> = service.call(req);
+    /// let res = future.await.unwrap();
+    /// // The app's answer; no cookie, since nothing used the session.
+    /// assert!(res.status().is_success());
+    /// assert_eq!(res.response().cookies().count(), 0);
+    /// # });
+    /// ```
     pub struct SessionFuture<Fut, S, B> {
         #[pin]
         stage: Stage<Fut, B>,

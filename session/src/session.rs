@@ -107,6 +107,35 @@ impl State {
 /// [`insert`](Session::insert) of the value a key already holds is [`Changed`](Self::Changed),
 /// though nothing needs writing, and [`renew`](Session::renew) on a session that was never
 /// stored is [`Renewed`](Self::Renewed), though it is simply stored under a fresh id.
+///
+/// ```
+/// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+/// use actix_web::{test, web, App};
+///
+/// async fn calls(session: Session) -> actix_web::Result<String> {
+///     let mut seen = vec![session.status()]; // Unchanged
+///     session.insert("theme", "dark")?;
+///     seen.push(session.status()); // Changed
+///     session.renew()?;
+///     session.insert("user", "ada")?;
+///     seen.push(session.status()); // Renewed: the insert does not downgrade it
+///     session.purge();
+///     session.insert("theme", "light")?;
+///     seen.push(session.status()); // Purged, whatever comes after
+///     Ok(format!("{seen:?}"))
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let app = test::init_service(
+///     App::new()
+///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+///         .route("/", web::get().to(calls)),
+/// )
+/// .await;
+/// let body = test::call_and_read_body(&app, test::TestRequest::get().uri("/").to_request()).await;
+/// assert_eq!(body, "[Unchanged, Changed, Renewed, Purged]");
+/// # });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SessionStatus {
@@ -531,6 +560,38 @@ impl Session {
     /// [`SessionError::Store`] when the store fails or times out;
     /// [`SessionError::MissingMiddleware`] when no [`SessionMiddleware`](crate::SessionMiddleware)
     /// wraps the route.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, SessionExt, SessionMiddleware};
+    /// use actix_web::{test, web, App, HttpRequest};
+    ///
+    /// // A handle from the request: no store round-trip until `load`, so a handler that
+    /// // needs the session on one branch only pays for it there.
+    /// async fn visits(req: HttpRequest) -> actix_web::Result<String> {
+    ///     if req.query_string() == "anonymous" {
+    ///         return Ok("not counted".to_owned());
+    ///     }
+    ///     let session = req.get_session();
+    ///     session.load().await?;
+    ///     let n = session.get::<u32>("visits")?.unwrap_or(0) + 1;
+    ///     session.insert("visits", n)?;
+    ///     Ok(n.to_string())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/", web::get().to(visits)),
+    /// )
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// assert_eq!(test::read_body(res).await, "1");
+    /// let req = test::TestRequest::get().uri("/").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "2");
+    /// # });
+    /// ```
     pub async fn load(&self) -> Result<(), SessionError> {
         let Some(store) = &self.0.loader else {
             return Err(SessionError::MissingMiddleware);
@@ -670,6 +731,29 @@ impl Session {
     }
 
     /// Whether the session has been loaded in this request.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, SessionExt, SessionMiddleware};
+    /// use actix_web::{test, web, App, HttpRequest};
+    ///
+    /// async fn handler(req: HttpRequest) -> actix_web::Result<String> {
+    ///     let session = req.get_session();
+    ///     let before = session.is_loaded();
+    ///     session.load().await?;
+    ///     Ok(format!("{before} {}", session.is_loaded()))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/", web::get().to(handler)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "false true");
+    /// # });
+    /// ```
     #[must_use]
     pub fn is_loaded(&self) -> bool {
         self.0.state.borrow().loaded.is_some()
@@ -686,6 +770,37 @@ impl Session {
     ///
     /// [`SessionError::Deserialize`] when the stored value is not JSON or does not fit
     /// `T`; [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn greet(session: Session) -> actix_web::Result<String> {
+    ///     let user: Option<String> = session.get("user")?;
+    ///     Ok(format!("hello {}", user.as_deref().unwrap_or("stranger")))
+    /// }
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("user", "ada")?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/", web::get().to(greet)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "hello stranger");
+    /// let req = test::TestRequest::post().uri("/login").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::get().uri("/").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "hello ada");
+    /// # });
+    /// ```
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         self.with_loaded(|s| {
             s.data
@@ -707,6 +822,36 @@ impl Session {
     /// [`SessionError::Serialize`] when `value` cannot be serialized (the session is left
     /// as it was); [`SessionError::ReservedKey`] for a key that starts with a NUL character;
     /// [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn add_to_cart(
+    ///     session: Session,
+    ///     item: web::Path<String>,
+    /// ) -> actix_web::Result<String> {
+    ///     let mut cart: Vec<String> = session.get("cart")?.unwrap_or_default();
+    ///     cart.push(item.into_inner());
+    ///     session.insert("cart", &cart)?; // by reference
+    ///     session.insert("cart_size", cart.len())?; // or by value
+    ///     Ok(cart.join(","))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/cart/{item}", web::post().to(add_to_cart)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/cart/apple").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::post().uri("/cart/pear").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "apple,pear");
+    /// # });
+    /// ```
     pub fn insert<T: Serialize>(
         &self,
         key: impl Into<String>,
@@ -809,6 +954,38 @@ impl Session {
 
     /// Removes `key`; returns its value as JSON text, if it had one.
     ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn save(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("flash", "saved")?;
+    ///     Ok("ok")
+    /// }
+    ///
+    /// async fn show_flash(session: Session) -> actix_web::Result<String> {
+    ///     // The JSON text: `"saved"`, quotes included; shown once.
+    ///     Ok(session.remove("flash")?.unwrap_or_default())
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/save", web::post().to(save))
+    ///         .route("/", web::get().to(show_flash)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/save").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::get().uri("/").cookie(cookie.clone()).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, r#""saved""#);
+    /// let req = test::TestRequest::get().uri("/").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "");
+    /// # });
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`].
@@ -853,6 +1030,39 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("user", "ada")?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// async fn forget_me(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.clear()?;
+    ///     Ok("forgotten")
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/forget", web::post().to(forget_me)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/login").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::post().uri("/forget").cookie(cookie).to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let removal = res.response().cookies().next().unwrap();
+    /// assert_eq!(removal.value(), "");
+    /// assert_eq!(removal.max_age(), Some(actix_web::cookie::time::Duration::ZERO));
+    /// # });
+    /// ```
     pub fn clear(&self) -> Result<(), SessionError> {
         self.with_loaded(|s| {
             s.mark(SessionStatus::Changed);
@@ -869,6 +1079,39 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{http::StatusCode, test, web, App, HttpResponse};
+    ///
+    /// async fn account(session: Session) -> actix_web::Result<HttpResponse> {
+    ///     if !session.contains_key("user")? {
+    ///         return Ok(HttpResponse::Unauthorized().finish());
+    ///     }
+    ///     Ok(HttpResponse::Ok().body("your account"))
+    /// }
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("user", "ada")?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/account", web::get().to(account)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/account").to_request();
+    /// assert_eq!(test::call_service(&app, req).await.status(), StatusCode::UNAUTHORIZED);
+    /// let req = test::TestRequest::post().uri("/login").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::get().uri("/account").cookie(cookie).to_request();
+    /// assert_eq!(test::call_service(&app, req).await.status(), StatusCode::OK);
+    /// # });
+    /// ```
     pub fn contains_key(&self, key: &str) -> Result<bool, SessionError> {
         self.with_loaded(|s| s.data.contains_key(key))
     }
@@ -878,6 +1121,38 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn set_prefs(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("theme", "dark")?;
+    ///     session.insert("lang", "fr")?;
+    ///     Ok("saved")
+    /// }
+    ///
+    /// async fn pref_names(session: Session) -> actix_web::Result<String> {
+    ///     let mut keys = session.keys()?;
+    ///     keys.sort(); // they come in no particular order
+    ///     Ok(keys.join(","))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/prefs", web::post().to(set_prefs))
+    ///         .route("/prefs", web::get().to(pref_names)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/prefs").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::get().uri("/prefs").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "lang,theme");
+    /// # });
+    /// ```
     pub fn keys(&self) -> Result<Vec<String>, SessionError> {
         self.with_loaded(|s| s.data.keys().cloned().collect())
     }
@@ -887,6 +1162,41 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn set_prefs(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("theme", "dark")?;
+    ///     session.insert("lang", "fr")?;
+    ///     Ok("saved")
+    /// }
+    ///
+    /// /// Every preference as JSON: `{"lang":"fr","theme":"dark"}`.
+    /// async fn export(session: Session) -> actix_web::Result<String> {
+    ///     let mut entries: Vec<(String, String)> = session.entries()?.into_iter().collect();
+    ///     entries.sort();
+    ///     let fields: Vec<String> =
+    ///         entries.iter().map(|(key, json)| format!("{key:?}:{json}")).collect();
+    ///     Ok(format!("{{{}}}", fields.join(",")))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/prefs", web::post().to(set_prefs))
+    ///         .route("/prefs", web::get().to(export)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/prefs").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::get().uri("/prefs").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, r#"{"lang":"fr","theme":"dark"}"#);
+    /// # });
+    /// ```
     pub fn entries(&self) -> Result<SessionMap, SessionError> {
         self.with_loaded(|s| s.data.clone())
     }
@@ -896,6 +1206,38 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn set_prefs(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("theme", "dark")?;
+    ///     session.insert("lang", "fr")?;
+    ///     Ok("saved")
+    /// }
+    ///
+    /// async fn count(session: Session) -> actix_web::Result<String> {
+    ///     Ok(format!("{} keys", session.len()?))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/prefs", web::post().to(set_prefs))
+    ///         .route("/count", web::get().to(count)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/count").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "0 keys");
+    /// let req = test::TestRequest::post().uri("/prefs").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::get().uri("/count").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "2 keys");
+    /// # });
+    /// ```
     pub fn len(&self) -> Result<usize, SessionError> {
         self.with_loaded(|s| s.data.len())
     }
@@ -905,6 +1247,36 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn index(session: Session) -> actix_web::Result<&'static str> {
+    ///     Ok(if session.is_empty()? { "first visit?" } else { "welcome back" })
+    /// }
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("user", "ada")?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/", web::get().to(index)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "first visit?");
+    /// let req = test::TestRequest::post().uri("/login").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::get().uri("/").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "welcome back");
+    /// # });
+    /// ```
     pub fn is_empty(&self) -> Result<bool, SessionError> {
         self.with_loaded(|s| s.data.is_empty())
     }
@@ -916,6 +1288,49 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.renew()?;
+    ///     session.insert("user", "ada")?;
+    ///     Ok("welcome")
+    /// }
+    /// async fn whoami(session: Session) -> actix_web::Result<String> {
+    ///     Ok(session.get::<String>("user")?.unwrap_or_else(|| "nobody".to_owned()))
+    /// }
+    ///
+    /// async fn browse(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("cart", ["apple"])?;
+    ///     Ok("browsing")
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/browse", web::get().to(browse))
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/whoami", web::get().to(whoami)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/browse").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let before = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::post().uri("/login").cookie(before.clone()).to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let after = res.response().cookies().next().unwrap().into_owned();
+    /// assert_ne!(after.value(), before.value());
+    ///
+    /// // The cookie planted before log-in is worth nothing now.
+    /// let req = test::TestRequest::get().uri("/whoami").cookie(before).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "nobody");
+    /// let req = test::TestRequest::get().uri("/whoami").cookie(after).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "ada");
+    /// # });
+    /// ```
     pub fn renew(&self) -> Result<(), SessionError> {
         self.with_loaded(|s| {
             s.mark(SessionStatus::Renewed);
@@ -928,6 +1343,44 @@ impl Session {
     /// to drop the cookie (log-out). Keys set after `purge` in the same request start a new
     /// session under a new id. Works without a load, and deletes whatever the store holds
     /// under the cookie's id, even a record it could not read.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn log_out(session: Session) -> &'static str {
+    ///     session.purge();
+    ///     "bye"
+    /// }
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("user", "ada")?;
+    ///     Ok("welcome")
+    /// }
+    /// async fn whoami(session: Session) -> actix_web::Result<String> {
+    ///     Ok(session.get::<String>("user")?.unwrap_or_else(|| "nobody".to_owned()))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/logout", web::post().to(log_out))
+    ///         .route("/whoami", web::get().to(whoami)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/login").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::post().uri("/logout").cookie(cookie.clone()).to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// assert_eq!(res.response().cookies().next().unwrap().value(), ""); // the browser drops it
+    ///
+    /// // A copy of the old cookie (another tab, a thief) finds nothing.
+    /// let req = test::TestRequest::get().uri("/whoami").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "nobody");
+    /// # });
+    /// ```
     pub fn purge(&self) {
         let mut state = self.0.state.borrow_mut();
         // The stored record, if any, is the one under the cookie's id.
@@ -968,6 +1421,43 @@ impl Session {
 
     /// This session's own TTL, if [`set_ttl`](Self::set_ttl) gave it one.
     ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn remember_me(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("user", "ada")?;
+    ///     session.set_ttl(Duration::from_secs(90 * 24 * 3600))?;
+    ///     Ok("remembered")
+    /// }
+    ///
+    /// async fn lifetime(session: Session) -> actix_web::Result<String> {
+    ///     Ok(match session.ttl()? {
+    ///         Some(ttl) => format!("{} days", ttl.as_secs() / (24 * 3600)),
+    ///         None => "the middleware's TTL".to_owned(),
+    ///     })
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/remember", web::post().to(remember_me))
+    ///         .route("/lifetime", web::get().to(lifetime)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/lifetime").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "the middleware's TTL");
+    /// let req = test::TestRequest::post().uri("/remember").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::get().uri("/lifetime").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "90 days");
+    /// # });
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`].
@@ -980,6 +1470,31 @@ impl Session {
     /// [`browser_session`](crate::SessionMiddlewareBuilder::browser_session) setting. Kept
     /// across requests and across [`renew`](Self::renew). The stored session still expires
     /// after its TTL.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// // "Remember me" unticked on a shared computer: the cookie goes when the browser closes.
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.insert("user", "ada")?;
+    ///     session.set_browser_session(true)?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/login", web::post().to(log_in)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/login").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// assert_eq!(cookie.max_age(), None);
+    /// # });
+    /// ```
     ///
     /// # Errors
     ///
@@ -1024,6 +1539,38 @@ impl Session {
 
     /// The user this session is bound to, if any.
     ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.renew()?;
+    ///     session.set_user("alice")?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// async fn whoami(session: Session) -> actix_web::Result<String> {
+    ///     Ok(session.user()?.unwrap_or_else(|| "nobody".to_owned()))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/whoami", web::get().to(whoami)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/whoami").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "nobody");
+    /// let req = test::TestRequest::post().uri("/login").to_request();
+    /// let res = test::call_service(&app, req).await;
+    /// let cookie = res.response().cookies().next().unwrap().into_owned();
+    /// let req = test::TestRequest::get().uri("/whoami").cookie(cookie).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "alice");
+    /// # });
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`SessionError::NotLoaded`].
@@ -1038,6 +1585,41 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::Store`] when the store fails; [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.renew()?;
+    ///     session.set_user("alice")?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// async fn devices(session: Session) -> actix_web::Result<String> {
+    ///     let devices = session.user_sessions().await?;
+    ///     let others = devices.iter().filter(|device| !device.current).count();
+    ///     Ok(format!("{} sessions, {others} on other devices", devices.len()))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/devices", web::get().to(devices)),
+    /// )
+    /// .await;
+    /// let mut cookies = Vec::new();
+    /// for _ in 0..3 {
+    ///     let req = test::TestRequest::post().uri("/login").to_request();
+    ///     let res = test::call_service(&app, req).await;
+    ///     cookies.push(res.response().cookies().next().unwrap().into_owned());
+    /// }
+    /// let req = test::TestRequest::get().uri("/devices").cookie(cookies[0].clone()).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "3 sessions, 2 on other devices");
+    /// # });
+    /// ```
     pub async fn user_sessions(&self) -> Result<Vec<UserSession>, SessionError> {
         let (user, current) = self.user_and_record()?;
         let (Some(user), Some(loader)) = (user, &self.0.loader) else {
@@ -1053,6 +1635,50 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::Store`] when the store fails; [`SessionError::NotLoaded`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn log_in(session: Session) -> actix_web::Result<&'static str> {
+    ///     session.renew()?;
+    ///     session.set_user("alice")?;
+    ///     Ok("welcome")
+    /// }
+    ///
+    /// async fn log_out_others(session: Session) -> actix_web::Result<String> {
+    ///     let ended = session.purge_other_sessions().await?;
+    ///     Ok(format!("{ended} other sessions ended"))
+    /// }
+    ///
+    /// async fn whoami(session: Session) -> actix_web::Result<String> {
+    ///     Ok(session.user()?.unwrap_or_else(|| "nobody".to_owned()))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/login", web::post().to(log_in))
+    ///         .route("/others", web::delete().to(log_out_others))
+    ///         .route("/whoami", web::get().to(whoami)),
+    /// )
+    /// .await;
+    /// let mut cookies = Vec::new();
+    /// for _ in 0..2 {
+    ///     let req = test::TestRequest::post().uri("/login").to_request();
+    ///     let res = test::call_service(&app, req).await;
+    ///     cookies.push(res.response().cookies().next().unwrap().into_owned());
+    /// }
+    /// let req = test::TestRequest::delete().uri("/others").cookie(cookies[0].clone());
+    /// let req = req.to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "1 other sessions ended");
+    /// let req = test::TestRequest::get().uri("/whoami").cookie(cookies[0].clone()).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "alice");
+    /// let req = test::TestRequest::get().uri("/whoami").cookie(cookies[1].clone()).to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "nobody");
+    /// # });
+    /// ```
     pub async fn purge_other_sessions(&self) -> Result<usize, SessionError> {
         let (user, current) = self.user_and_record()?;
         let (Some(user), Some(loader)) = (user, &self.0.loader) else {
@@ -1076,6 +1702,35 @@ impl Session {
     }
 
     /// What this request has done to the session so far.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware, SessionStatus};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn act(
+    ///     session: Session,
+    ///     action: web::Path<String>,
+    /// ) -> actix_web::Result<&'static str> {
+    ///     if *action == "vote" {
+    ///         session.insert("voted", true)?;
+    ///     }
+    ///     // For a log line, a metric, a `Cache-Control` header: whether this request wrote.
+    ///     Ok(if session.status() == SessionStatus::Unchanged { "read only" } else { "changed" })
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let app = test::init_service(
+    ///     App::new()
+    ///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+    ///         .route("/{action}", web::post().to(act)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::post().uri("/view").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "read only");
+    /// let req = test::TestRequest::post().uri("/vote").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "changed");
+    /// # });
+    /// ```
     #[must_use]
     pub fn status(&self) -> SessionStatus {
         let state = self.0.state.borrow();

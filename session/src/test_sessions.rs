@@ -66,6 +66,26 @@ impl Default for TestSessions {
 
 impl TestSessions {
     /// An empty memory store, and the default cookie name `session`.
+    ///
+    /// ```
+    /// use actix_kv_session::{testing::TestSessions, Session};
+    /// use actix_web::{test, web, App};
+    ///
+    /// async fn index(session: Session) -> actix_web::Result<String> {
+    ///     Ok(session.get::<String>("user")?.unwrap_or_else(|| "stranger".to_owned()))
+    /// }
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let sessions = TestSessions::new();
+    /// let app = test::init_service(
+    ///     App::new().wrap(sessions.middleware()).route("/", web::get().to(index)),
+    /// )
+    /// .await;
+    /// let req = test::TestRequest::get().uri("/").to_request();
+    /// assert_eq!(test::call_and_read_body(&app, req).await, "stranger");
+    /// assert_eq!(sessions.store().session_count(), 0);
+    /// # });
+    /// ```
     #[must_use]
     pub fn new() -> Self {
         Self {
@@ -211,7 +231,7 @@ impl TestSessions {
     /// use actix_web::{test, web, App};
     ///
     /// async fn login(session: Session) -> actix_web::Result<&'static str> {
-    ///     session.renew();
+    ///     session.renew()?;
     ///     session.insert("user", "ada")?;
     ///     Ok("welcome")
     /// }

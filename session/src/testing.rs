@@ -42,10 +42,41 @@ use crate::{
 /// What [`check_store`] and [`store_conformance!`](crate::store_conformance) need from the
 /// value that makes a store: the store, possibly with a guard that must live as long as the
 /// store is used.
+///
+/// ```
+/// use actix_kv_session::{
+///     storage::{MemoryStore, SessionStore},
+///     testing::{self, Fixture},
+///     SessionId,
+/// };
+///
+/// /// A check of your own, on whatever the suite accepts.
+/// async fn unknown_ids_load_nothing<X: Fixture>(fixture: X) {
+///     let unknown = SessionId::generate();
+///     assert_eq!(fixture.store().load(&unknown).await.unwrap(), None);
+/// }
+///
+/// /// Stands for what a store's tests keep alive: a server process, a temporary database.
+/// struct Server;
+///
+/// testing::run(async {
+///     unknown_ids_load_nothing(MemoryStore::default()).await;
+///     unknown_ids_load_nothing((MemoryStore::default(), Server)).await;
+/// });
+/// ```
 pub trait Fixture {
     /// The store under test.
     type Store: SessionStore;
     /// The store.
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemoryStore, testing::Fixture};
+    ///
+    /// # struct TempDir;
+    /// let fixture = (MemoryStore::default(), TempDir);
+    /// let store: &MemoryStore = fixture.store(); // the guard lives on in `fixture`
+    /// assert_eq!(store.session_count(), 0);
+    /// ```
     fn store(&self) -> &Self::Store;
 }
 
@@ -84,6 +115,26 @@ macro_rules! store_conformance {
 
 /// Runs `future` to completion on an actix-web runtime (a tokio runtime, which the bundled
 /// stores need), as `#[actix_web::test]` would.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use actix_kv_session::{
+///     storage::{MemoryStore, SessionMap, SessionStore},
+///     testing, SessionId,
+/// };
+///
+/// // In a plain `#[test] fn`.
+/// let store = MemoryStore::default();
+/// let id = SessionId::generate();
+/// let loaded = testing::run(async {
+///     let data = SessionMap::from([("user".to_owned(), r#""ada""#.to_owned())]);
+///     store.create(&id, &data, Duration::from_secs(60)).await?;
+///     store.load(&id).await
+/// })?;
+/// assert!(loaded.is_some());
+/// # Ok::<(), actix_kv_session::StoreError>(())
+/// ```
 pub fn run<F: Future>(future: F) -> F::Output {
     actix_web::rt::System::new().block_on(future)
 }
@@ -95,6 +146,15 @@ pub fn run<F: Future>(future: F) -> F::Output {
 ///
 /// When a case fails, after all have run, naming each failed case (each case's own panic
 /// message is printed as it happens).
+///
+/// ```
+/// use actix_kv_session::{storage::MemoryStore, testing};
+///
+/// // A test of your own, around the suite (it takes about five seconds).
+/// testing::run(async {
+///     testing::check_store(|| async { MemoryStore::default() }).await;
+/// });
+/// ```
 pub async fn check_store<F, Fut, X>(make: F)
 where
     F: Fn() -> Fut,

@@ -19,8 +19,9 @@
 //! its TTL has passed since the last time, with the session's next write or TTL extension.
 //! Ids whose end passed are dropped from the index with the user's next log-in.
 //!
-//! The index's id starts with `u`, which no session cookie can carry (cookie ids are
-//! hexadecimal): a visitor can neither load nor purge an index.
+//! The index's id starts with `;u`, which no session cookie can carry (`;` separates cookies
+//! in a `Cookie` header, and cookie ids are hexadecimal): a visitor can neither load nor purge
+//! an index.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +68,58 @@ pub(crate) fn refresh_due(meta: &SessionMap, ttl: Duration, now: u64) -> bool {
 
 /// One of a user's sessions, as [`Session::user_sessions`](crate::Session::user_sessions)
 /// lists them.
+///
+/// ```
+/// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
+/// use actix_web::{test, web, App};
+///
+/// /// The "your devices" page.
+/// async fn devices(session: Session) -> actix_web::Result<String> {
+///     let lines: Vec<String> = session
+///         .user_sessions()
+///         .await?
+///         .iter()
+///         .map(|device| {
+///             // The app's data, keys to JSON texts.
+///             let agent: String = device.data.get("agent")
+///                 .and_then(|json| serde_json::from_str(json).ok())
+///                 .unwrap_or_default();
+///             let this = if device.current { " (this one)" } else { "" };
+///             format!("{agent}{this}")
+///         })
+///         .collect();
+///     Ok(lines.join("\n"))
+/// }
+///
+/// async fn log_in(session: Session, agent: String) -> actix_web::Result<&'static str> {
+///     session.renew()?;
+///     session.set_user("alice")?;
+///     session.insert("agent", agent)?;
+///     Ok("welcome")
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let app = test::init_service(
+///     App::new()
+///         .wrap(SessionMiddleware::new(MemoryStore::default()))
+///         .route("/login", web::post().to(log_in))
+///         .route("/devices", web::get().to(devices)),
+/// )
+/// .await;
+/// let mut cookies = Vec::new();
+/// for agent in ["phone", "laptop"] {
+///     let req = test::TestRequest::post().uri("/login").set_payload(agent).to_request();
+///     let res = test::call_service(&app, req).await;
+///     cookies.push(res.response().cookies().next().unwrap().into_owned());
+/// }
+///
+/// let req = test::TestRequest::get().uri("/devices").cookie(cookies[0].clone()).to_request();
+/// let page = test::call_and_read_body(&app, req).await;
+/// let mut lines: Vec<&str> = std::str::from_utf8(&page).unwrap().lines().collect();
+/// lines.sort(); // most recently seen first: these two may share a millisecond
+/// assert_eq!(lines, ["laptop", "phone (this one)"]);
+/// # });
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct UserSession {

@@ -118,6 +118,16 @@ struct Inner {
 }
 
 /// Why a [`MemcachedStore`] could not be built.
+///
+/// ```
+/// use actix_kv_session::storage::{MemcachedStore, MemcachedStoreError};
+///
+/// let err = MemcachedStore::new("").unwrap_err();
+/// assert!(matches!(err, MemcachedStoreError::InvalidNodes(_)));
+///
+/// let err = MemcachedStore::builder("127.0.0.1:11211").prefix("my app:").build().unwrap_err();
+/// assert!(matches!(err, MemcachedStoreError::InvalidPrefix { .. }));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MemcachedStoreError {
@@ -139,6 +149,20 @@ pub enum MemcachedStoreError {
 }
 
 /// Builds a [`MemcachedStore`].
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use actix_kv_session::storage::MemcachedStore;
+///
+/// // Builds with no memcached running: the store connects at the first request.
+/// let store = MemcachedStore::builder("10.0.0.1:11211,10.0.0.2:11211")
+///     .prefix("shop:session:")
+///     .connect_timeout(Duration::from_millis(500))
+///     .response_timeout(Duration::from_millis(250))
+///     .build()?;
+/// # Ok::<(), actix_kv_session::storage::MemcachedStoreError>(())
+/// ```
 #[derive(Debug)]
 #[must_use]
 pub struct MemcachedStoreBuilder {
@@ -152,6 +176,14 @@ pub struct MemcachedStoreBuilder {
 
 impl MemcachedStoreBuilder {
     /// The prefix of every session's key (default `session:`, as `sanic_session`).
+    ///
+    /// ```
+    /// use actix_kv_session::storage::MemcachedStore;
+    ///
+    /// // Two apps on one memcached, each with its own sessions.
+    /// let store = MemcachedStore::builder("127.0.0.1:11211").prefix("shop:session:").build()?;
+    /// # Ok::<(), actix_kv_session::storage::MemcachedStoreError>(())
+    /// ```
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -159,6 +191,17 @@ impl MemcachedStoreBuilder {
 
     /// How long connecting to a node may take (default 1 s). While a node cannot be
     /// reached, each request for a session on it waits at most this long for its 503.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::storage::MemcachedStore;
+    ///
+    /// let store = MemcachedStore::builder("127.0.0.1:11211")
+    ///     .connect_timeout(Duration::from_millis(250))
+    ///     .build()?;
+    /// # Ok::<(), actix_kv_session::storage::MemcachedStoreError>(())
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -166,6 +209,17 @@ impl MemcachedStoreBuilder {
 
     /// How long memcached may take to answer one command (default 1 s). A connection whose
     /// command timed out is replaced.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::storage::MemcachedStore;
+    ///
+    /// let store = MemcachedStore::builder("127.0.0.1:11211")
+    ///     .response_timeout(Duration::from_millis(200))
+    ///     .build()?;
+    /// # Ok::<(), actix_kv_session::storage::MemcachedStoreError>(())
+    /// ```
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -178,6 +232,16 @@ impl MemcachedStoreBuilder {
     /// Keep it under the server's `-I` setting: when memcached itself refuses an item as too
     /// large, it also deletes the item stored under that key, so the session is lost (the
     /// request still gets the error).
+    ///
+    /// ```
+    /// use actix_kv_session::storage::MemcachedStore;
+    ///
+    /// // For a memcached started with `-I 512k`.
+    /// let store = MemcachedStore::builder("127.0.0.1:11211")
+    ///     .max_item_size(500_000)
+    ///     .build()?;
+    /// # Ok::<(), actix_kv_session::storage::MemcachedStoreError>(())
+    /// ```
     pub fn max_item_size(mut self, bytes: usize) -> Self {
         self.max_item_size = bytes;
         self
@@ -187,6 +251,14 @@ impl MemcachedStoreBuilder {
     /// [`root_certificate`](Self::root_certificate) names others. Certificates are checked
     /// against each node's host name or IP address, or
     /// [`tls_server_name`](Self::tls_server_name).
+    ///
+    /// ```
+    /// use actix_kv_session::storage::MemcachedStore;
+    ///
+    /// // A managed memcached with a certificate from a public CA.
+    /// let store = MemcachedStore::builder("cache.example.com:11211").tls().build()?;
+    /// # Ok::<(), actix_kv_session::storage::MemcachedStoreError>(())
+    /// ```
     pub fn tls(mut self) -> Self {
         self.tls.enabled = true;
         self
@@ -194,6 +266,16 @@ impl MemcachedStoreBuilder {
 
     /// Connects over TLS, trusting the certificates of `pem` (one or more PEM certificates,
     /// for example a private CA) instead of the system's.
+    ///
+    /// ```no_run
+    /// use actix_kv_session::storage::MemcachedStore;
+    ///
+    /// let ca_pem = std::fs::read("/etc/memcached/tls/ca.crt")?;
+    /// let store = MemcachedStore::builder("memcached.internal:11211")
+    ///     .root_certificate(ca_pem)
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls.enabled = true;
         self.tls.roots = Some(pem.into());
@@ -202,6 +284,19 @@ impl MemcachedStoreBuilder {
 
     /// Connects over TLS, presenting a client certificate (PEM chain, and its PEM private
     /// key) to nodes that ask for one (memcached's `ssl_ca_cert` with `ssl_verify_mode`).
+    ///
+    /// ```no_run
+    /// use actix_kv_session::storage::MemcachedStore;
+    ///
+    /// let store = MemcachedStore::builder("memcached.internal:11211")
+    ///     .root_certificate(std::fs::read("/etc/memcached/tls/ca.crt")?)
+    ///     .client_certificate(
+    ///         std::fs::read("/etc/memcached/tls/client.crt")?,
+    ///         std::fs::read("/etc/memcached/tls/client.key")?,
+    ///     )
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn client_certificate(
         mut self,
         cert_pem: impl Into<Vec<u8>>,
@@ -214,6 +309,16 @@ impl MemcachedStoreBuilder {
 
     /// The name the nodes' certificates must carry, when it is not each node's host (nodes
     /// listed by IP address with a certificate for a DNS name).
+    ///
+    /// ```
+    /// use actix_kv_session::storage::MemcachedStore;
+    ///
+    /// let store = MemcachedStore::builder("10.0.0.1:11211,10.0.0.2:11211")
+    ///     .tls()
+    ///     .tls_server_name("cache.example.com")
+    ///     .build()?;
+    /// # Ok::<(), actix_kv_session::storage::MemcachedStoreError>(())
+    /// ```
     pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
         self.tls.server_name = Some(name.into());
         self
@@ -227,6 +332,19 @@ impl MemcachedStoreBuilder {
     /// [`MemcachedStoreError::InvalidPrefix`] when the prefix cannot be part of a memcached
     /// key; [`MemcachedStoreError::InvalidNodes`] when the node list does not parse;
     /// [`MemcachedStoreError::InvalidTls`] when a certificate or key does not.
+    ///
+    /// ```
+    /// use actix_kv_session::storage::{MemcachedStore, MemcachedStoreError};
+    ///
+    /// // Succeeds with no memcached running: the store connects at the first request.
+    /// let store = MemcachedStore::builder("127.0.0.1:11211").build()?;
+    ///
+    /// let not_pem = MemcachedStore::builder("127.0.0.1:11211")
+    ///     .root_certificate("not a certificate")
+    ///     .build();
+    /// assert!(matches!(not_pem, Err(MemcachedStoreError::InvalidTls(_))));
+    /// # Ok::<(), actix_kv_session::storage::MemcachedStoreError>(())
+    /// ```
     pub fn build(self) -> Result<MemcachedStore, MemcachedStoreError> {
         let valid = self.prefix.len() + SessionId::LEN <= MAX_KEY_LEN
             && self.prefix.bytes().all(|b| b.is_ascii_graphic());
@@ -283,11 +401,29 @@ impl MemcachedStore {
     /// # Errors
     ///
     /// As [`MemcachedStoreBuilder::build`].
+    ///
+    /// ```
+    /// use actix_kv_session::storage::MemcachedStore;
+    ///
+    /// let local = MemcachedStore::new("127.0.0.1:11211")?;
+    /// let socket = MemcachedStore::new("unix:///var/run/memcached/memcached.sock")?;
+    /// // Three nodes, the third with twice the weight of the others.
+    /// let pool = MemcachedStore::new("10.0.0.1:11211,10.0.0.2:11211,10.0.0.3:11211:2")?;
+    /// # Ok::<(), actix_kv_session::storage::MemcachedStoreError>(())
+    /// ```
     pub fn new(nodes: impl AsRef<str>) -> Result<Self, MemcachedStoreError> {
         Self::builder(nodes).build()
     }
 
     /// A builder for a store on the memcached nodes of `nodes` (as [`new`](Self::new)).
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::MemcachedStore, SessionMiddleware};
+    ///
+    /// let store = MemcachedStore::builder("127.0.0.1:11211").prefix("shop:session:").build()?;
+    /// let middleware = SessionMiddleware::new(store);
+    /// # Ok::<(), actix_kv_session::storage::MemcachedStoreError>(())
+    /// ```
     pub fn builder(nodes: impl AsRef<str>) -> MemcachedStoreBuilder {
         MemcachedStoreBuilder {
             nodes: nodes.as_ref().to_owned(),
@@ -306,6 +442,17 @@ impl MemcachedStore {
     ///
     /// The first node that cannot be reached or does not answer, as a [`StoreError`] that
     /// names it.
+    ///
+    /// ```no_run
+    /// use actix_kv_session::storage::MemcachedStore;
+    ///
+    /// # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemcachedStore::new("10.0.0.1:11211,10.0.0.2:11211")?;
+    /// // Stop at start-up if a node is down, rather than answer 503s.
+    /// store.ping().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn ping(&self) -> Result<(), StoreError> {
         for node in 0..self.inner.nodes.len() {
             let reply = self.call(node, b"mn\r\n".to_vec()).await?;

@@ -160,11 +160,35 @@ impl RedisStore {
     /// # Errors
     ///
     /// As [`RedisStoreBuilder::build`].
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::RedisStore, SessionMiddleware};
+    ///
+    /// // Succeeds with no Redis running: the store connects at the first request.
+    /// let store = RedisStore::new("redis://127.0.0.1:6379/0")?;
+    /// let middleware = SessionMiddleware::new(store);
+    ///
+    /// // An ACL user, over TLS.
+    /// let store = RedisStore::new("rediss://sessions:secret@redis.example.com:6380")?;
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     pub fn new(url: impl IntoConnectionInfo) -> Result<Self, RedisStoreError> {
         Self::builder(url).build()
     }
 
     /// A builder for a store on the Redis at `url`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .prefix("shop:session:")
+    ///     .response_timeout(Duration::from_millis(500))
+    ///     .build()?;
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     pub fn builder(url: impl IntoConnectionInfo) -> RedisStoreBuilder {
         RedisStoreBuilder::standalone(url)
     }
@@ -180,6 +204,19 @@ impl RedisStore {
     /// renew); if either step fails or times out, the parked copy is put back under the old
     /// id, and the log-in gets a 503. The Cluster client never resends a command after an
     /// I/O error. A key prefix may hold `}` only to close a hash tag.
+    ///
+    /// ```
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// let store = RedisStore::cluster([
+    ///     "redis://10.0.0.1:7000",
+    ///     "redis://10.0.0.2:7000",
+    ///     "redis://10.0.0.3:7000",
+    /// ])
+    /// .password("secret")
+    /// .build()?;
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     pub fn cluster<T: IntoConnectionInfo>(nodes: impl IntoIterator<Item = T>) -> RedisStoreBuilder {
         RedisStoreBuilder::cluster(nodes)
     }
@@ -188,6 +225,18 @@ impl RedisStore {
     /// know as `master`. The store asks them for the master when it connects, and asks again
     /// after a connection broke, timed out or found a read-only replica (a failover): the
     /// requests of a failover answer 503, the following ones reach the new master.
+    ///
+    /// ```
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// let store = RedisStore::sentinel(
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///     "sessions",
+    /// )
+    /// .password("secret") // the master's; the Sentinels' come from their URLs
+    /// .build()?;
+    /// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+    /// ```
     pub fn sentinel<T: IntoConnectionInfo>(
         sentinels: impl IntoIterator<Item = T>,
         master: impl Into<String>,
@@ -198,12 +247,32 @@ impl RedisStore {
     /// A store on a pool the application already has, with the default prefix: each
     /// operation takes a connection from the pool, as its settings say (deadpool-redis
     /// checks each connection it hands out with a `PING`).
+    ///
+    /// ```
+    /// use actix_kv_session::{storage::RedisStore, SessionMiddleware};
+    ///
+    /// // The pool the application already uses for its own data.
+    /// let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:6379")
+    ///     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    /// let store = RedisStore::from_pool(pool.clone());
+    /// let middleware = SessionMiddleware::new(store);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn from_pool(pool: deadpool_redis::Pool) -> Self {
         Self::from_pool_with_prefix(pool, KeyPrefix::DEFAULT)
     }
 
     /// [`RedisStore::from_pool`], with another key prefix.
+    ///
+    /// ```
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:6379")
+    ///     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    /// let store = RedisStore::from_pool_with_prefix(pool, "shop:session:");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn from_pool_with_prefix(pool: deadpool_redis::Pool, prefix: impl Into<String>) -> Self {
         Self::with(Source::Pool(pool), KeyPrefix::new(prefix))
@@ -258,6 +327,17 @@ impl RedisStore {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] with the cause.
+    ///
+    /// ```no_run
+    /// use actix_kv_session::storage::RedisStore;
+    ///
+    /// # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = RedisStore::new("rediss://sessions:secret@redis.example.com:6380")?;
+    /// // A wrong password or an unreachable Redis stops the app here.
+    /// store.ping().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.query::<String>(&deadpool_redis::redis::cmd("PING"), Retry::OnceIfDropped)
             .await

@@ -29,6 +29,17 @@ use crate::error::StoreError;
 pub(super) const JSON_SCRIPT: &str = include_str!("json.lua");
 
 /// How sessions are laid out in Redis.
+///
+/// ```
+/// use actix_kv_session::storage::{RedisLayout, RedisStore};
+///
+/// // Sessions that an app on `sanic_session` wrote, and still writes, on the same Redis.
+/// let store = RedisStore::builder("redis://127.0.0.1:6379")
+///     .layout(RedisLayout::Json)
+///     .build()?;
+/// assert_eq!(RedisLayout::default(), RedisLayout::Hash);
+/// # Ok::<(), actix_kv_session::storage::RedisStoreError>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RedisLayout {
