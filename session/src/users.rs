@@ -128,7 +128,9 @@ pub struct UserSession {
     pub handle: String,
     /// Whether it is the session of the request that listed them.
     pub current: bool,
-    /// When it was bound to the user (logged in), if known.
+    /// When it began, if known: when it was bound to the user (the log-in); with an
+    /// absolute timeout, the time that timeout counts from (the session's creation or last
+    /// renew, as at a log-in that renews).
     pub created: Option<SystemTime>,
     /// When it was last saved or had its TTL extended, if known.
     pub last_seen: Option<SystemTime>,
