@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite as CI does: installs the servers the tests start (redis-server,
-# redis-cli, memcached) when they are missing and the Python venv of the Sanic round trip
-# (tests/sanic/.venv, which examples/tests/sanic.rs runs), then formatting, lints, docs and
-# every test.
+# redis-cli, memcached), headless Chromium and chromedriver (examples/tests/browser/) when
+# they are missing and the Python venv of the Sanic round trip (tests/sanic/.venv, which
+# examples/tests/sanic.rs runs), then formatting, lints, docs and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,9 @@ command -v memcached >/dev/null 2>&1 || need+=(memcached)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 # Debian ships `venv` with Python but `ensurepip`, which `python3 -m venv` needs, apart.
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# Headless Chromium and its WebDriver server, for examples/tests/browser/.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo=""
