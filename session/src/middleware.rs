@@ -1066,6 +1066,7 @@ impl<S: SessionStore> LoadSession for Inner<S> {
                 // a fresh session, and the record is left as it is (a purge still deletes it).
                 Err(err @ StoreError::Corrupt(_)) => {
                     self.unreadable.failure(&err);
+                    observe::loaded(false);
                     Ok(None)
                 }
                 Err(err) => {
@@ -1215,6 +1216,7 @@ impl<S: SessionStore> Inner<S> {
                          this request loaded it"
                     ),
                 }
+                observe::refused();
                 return replace(res, StatusCode::CONFLICT);
             }
         };

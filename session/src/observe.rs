@@ -16,13 +16,13 @@
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
-//! | `kv_session_loads_total` | counter | `found` (`true`, `false`) | sessions loaded from the store, and whether the cookie's id named one |
+//! | `kv_session_loads_total` | counter | `found` (`true`, `false`) | sessions loaded from the store, and whether the cookie's id named one (a record the store cannot read counts as not found) |
 //! | `kv_session_saves_total` | counter | `outcome` (`created`, `updated`, `renewed`, `emptied`, `touched`, `gone`, `moved`, `conflict`) | what each save did |
 //! | `kv_session_conflicts_total` | counter | | saves refused with 409 (strict policy, or a session renewed meanwhile) |
 //! | `kv_session_store_errors_total` | counter | `op`, `kind` (`unavailable`, `timed_out`, `corrupt`, `contended`, `id_in_use`, `too_large`) | failed store operations |
 //! | `kv_session_store_timeouts_total` | counter | `op` | store operations cut by `store_timeout` |
 //! | `kv_session_store_retries_total` | counter | `reason` (`cas_lost`, `connection_dropped`) | operations a store ran again: a compare-and-swap another request won, a read whose connection had broken |
-//! | `kv_session_connection_waits_total` | counter | | operations that had to wait for a connection to open |
+//! | `kv_session_connection_waits_total` | counter | | connections the Redis and memcached stores opened for an operation (one per worker thread and node, again after one broke); an application's deadpool pool counts none |
 //! | `kv_session_store_duration_seconds` | histogram | `op` | how long each store operation took |
 //!
 //! Install any `metrics` recorder (a Prometheus exporter, a `StatsD` one...);
@@ -201,7 +201,14 @@ pub(crate) fn loaded(found: bool) {
 /// What a save wrote (see the module's table); names a new id in the request's span.
 pub(crate) fn saved(written: &Written) {
     if let Written::Created(id) | Written::Renewed(id, SaveOutcome::Saved) = written {
-        name_session(&Span::current(), id);
+        // Only our own request span: the save runs in the app's span when nothing listens
+        // to ours.
+        let current = Span::current();
+        if current.metadata().is_some_and(|meta| {
+            meta.name() == "session" && meta.target().starts_with("actix_kv_session")
+        }) {
+            name_session(&current, id);
+        }
     }
     #[cfg(feature = "metrics")]
     {
@@ -223,10 +230,15 @@ pub(crate) fn saved(written: &Written) {
             | Written::Renewed(_, SaveOutcome::Conflict) => "conflict",
         };
         metrics::counter!("kv_session_saves_total", "outcome" => outcome).increment(1);
-        if outcome == "conflict" || outcome == "moved" {
-            metrics::counter!("kv_session_conflicts_total").increment(1);
-        }
     }
+}
+
+/// A save refused with 409 (strict policy, or the session renewed meanwhile). Not every
+/// `conflict` or `moved` save answers 409: one that only carried bookkeeping (a TTL
+/// extension's time) is dropped quietly.
+pub(crate) fn refused() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("kv_session_conflicts_total").increment(1);
 }
 
 /// A store ran an operation again.

@@ -124,6 +124,15 @@ impl TestSessions {
     /// A builder of the middleware on this store (`Secure` off), for the app's own
     /// settings.
     ///
+    /// The cookie name is this value's ([`cookie_name`](Self::cookie_name)): set a
+    /// different one there, not on the builder, or [`create`](Self::create) and
+    /// [`cookie_of`](Self::cookie_of) look for the wrong cookie. A `__Host-` or `__Secure-`
+    /// name needs `.secure(true)` on the builder (the build refuses it otherwise; test
+    /// requests are plain HTTP, which actix-web's test harness does not check). Signed
+    /// cookies ([`signing_keys`](SessionMiddlewareBuilder::signing_keys)) are not for
+    /// this: the cookies [`create`](Self::create) makes are not signed; test handlers on an
+    /// unsigned middleware.
+    ///
     /// ```
     /// # use actix_kv_session::{testing::TestSessions, TtlExtension};
     /// let sessions = TestSessions::new();
@@ -200,7 +209,9 @@ impl TestSessions {
     /// # });
     /// ```
     pub async fn data(&self, cookie: &Cookie<'_>) -> Option<SessionMap> {
-        let id = SessionId::parse(cookie.value())?;
+        // A signed cookie's value is `ID.SIGNATURE`.
+        let value = cookie.value();
+        let id = SessionId::parse(value.split_once('.').map_or(value, |(id, _)| id))?;
         let mut data = self.store.load(&id).await.ok()??;
         data.retain(|key, _| !crate::storage::is_bookkeeping(key));
         Some(data)

@@ -398,3 +398,19 @@ async fn a_secure_prefixed_cookie_without_secure_is_caught_at_build_time() {
         .secure(false)
         .build();
 }
+
+/// `testing::TestSessions` reads back what a handler stored behind a signed cookie
+/// (`ID.SIGNATURE`), as a test of an app that signs its cookies gets it.
+#[actix_web::test]
+async fn test_sessions_read_a_signed_cookie_back() {
+    let sessions = actix_kv_session::testing::TestSessions::new();
+    let signed = sessions
+        .builder()
+        .signing_keys([actix_kv_session::SigningKey::generate()])
+        .build();
+    let app = init_app!(signed);
+    let reply = get(&app, "/counter", None).await;
+    let cookie = reply.cookie.expect("a signed cookie");
+    assert!(cookie.value().contains('.'), "{cookie}");
+    assert_eq!(sessions.get::<u64>(&cookie, "foo").await, Some(1));
+}

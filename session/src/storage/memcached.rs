@@ -840,6 +840,8 @@ impl MemcachedStore {
                 Attempt::Lost if attempt < RETRIES_WITHOUT_PAUSE => {
                     crate::observe::retried("cas_lost");
                 }
+                // The last attempt lost: the save gives up, no retry to count or pause for.
+                Attempt::Lost if attempt + 1 == CAS_ATTEMPTS => {}
                 Attempt::Lost => {
                     crate::observe::retried("cas_lost");
                     backoff().await;

@@ -136,6 +136,7 @@ impl RedisStore {
             }
             let status: String = self.run_script(invocation, Retry::Never).await?;
             match status.as_str() {
+                "lost" if attempt + 1 == CAS_ATTEMPTS => {}
                 "lost" => {
                     crate::observe::retried("cas_lost");
                     if attempt >= RETRIES_WITHOUT_PAUSE {
