@@ -155,11 +155,11 @@
 //! |---|---|---|
 //! | `kv_session_loads_total` | counter | `found` |
 //! | `kv_session_saves_total` | counter | `outcome`: `created`, `updated`, `renewed`, `emptied`, `touched`, `gone`, `moved`, `conflict` |
-//! | `kv_session_conflicts_total` | counter | |
+//! | `kv_session_conflicts_total` | counter | (the 409s the middleware answers) |
 //! | `kv_session_store_errors_total` | counter | `op`, `kind` |
 //! | `kv_session_store_timeouts_total` | counter | `op` |
 //! | `kv_session_store_retries_total` | counter | `reason`: `cas_lost`, `connection_dropped` |
-//! | `kv_session_connection_waits_total` | counter | |
+//! | `kv_session_connection_waits_total` | counter | (connections the Redis and memcached stores open for an operation; none for an application's deadpool pool) |
 //! | `kv_session_store_duration_seconds` | histogram | `op`: `load`, `create`, `update`, `renew`, `touch`, `delete`, `index`, `import`, `forget` |
 //!
 //! # Security
