@@ -27,6 +27,8 @@ pub(super) const RETRIES_WITHOUT_PAUSE: u32 = 3;
 /// app can set, so a `sanic_session` app that meets it reads a session of one unknown key
 /// instead of failing on a value it cannot parse (sanic-sessions answers 500 to a read
 /// error, and its memcached client refuses items with client flags).
+// The Redis JSON layout writes it from its script (`MOVED` in `redis/json.lua`).
+#[cfg(any(test, feature = "memcached"))]
 pub(super) const MOVED_MARKER: &[u8] = br#"{"\u0000moved":1}"#;
 
 /// The marker's key: a record that has it is a marker, even after an app that does not

@@ -16,8 +16,7 @@ use deadpool_redis::redis::cmd;
 use super::{
     super::{
         json_record::{
-            self, backoff, decode, is_moved_marker, CAS_ATTEMPTS, MOVED_MARKER,
-            RETRIES_WITHOUT_PAUSE,
+            self, backoff, decode, is_moved_marker, CAS_ATTEMPTS, RETRIES_WITHOUT_PAUSE,
         },
         moved_marker_ttl, ChangeSet, SaveOutcome, SessionMap,
     },
@@ -57,6 +56,15 @@ pub enum RedisLayout {
     Json,
 }
 
+/// What a key holds, read.
+enum Stored {
+    Absent,
+    /// The moved marker a renew leaves.
+    Moved,
+    /// A session's record, and the string it was read from.
+    Record(SessionMap, Vec<u8>),
+}
+
 /// What a read for a save found.
 enum Found {
     /// The session's record, and the string it was read from.
@@ -66,20 +74,35 @@ enum Found {
 }
 
 impl RedisStore {
-    /// The session at `key`, for a load: `None` for no session or the moved marker.
-    pub(super) async fn load_json(&self, key: &str) -> Result<Option<SessionMap>, StoreError> {
+    /// What is stored at `key`: a JSON object that is not a session (one with the moved
+    /// marker's key, as a Sanic app may have written it back) is the marker.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] for a value that is not a JSON object, or a key of another
+    /// type.
+    async fn read_json(&self, key: &str) -> Result<Stored, StoreError> {
         let get = cmd("GET").arg(key).clone();
         let Some(value) = self
             .query::<Option<Vec<u8>>>(&get, Retry::OnceIfDropped)
             .await?
         else {
-            return Ok(None);
+            return Ok(Stored::Absent);
         };
-        if value == MOVED_MARKER {
-            return Ok(None);
-        }
         let record = decode(&value)?;
-        Ok((!is_moved_marker(&record)).then_some(record))
+        Ok(if is_moved_marker(&record) {
+            Stored::Moved
+        } else {
+            Stored::Record(record, value)
+        })
+    }
+
+    /// The session at `key`, for a load: `None` for no session or the moved marker.
+    pub(super) async fn load_json(&self, key: &str) -> Result<Option<SessionMap>, StoreError> {
+        Ok(match self.read_json(key).await? {
+            Stored::Record(record, _) => Some(record),
+            Stored::Absent | Stored::Moved => None,
+        })
     }
 
     /// Stores a new session at `key`, where nothing is stored.
@@ -152,26 +175,15 @@ impl RedisStore {
     /// The session at `key` with `changes` merged in, and the string it was read from; or
     /// the outcome that ends the save (gone, unreadable, moved, or a strict conflict).
     async fn read_for_save(&self, key: &str, changes: &ChangeSet) -> Result<Found, StoreError> {
-        let get = cmd("GET").arg(key).clone();
-        let value = match self
-            .query::<Option<Vec<u8>>>(&get, Retry::OnceIfDropped)
-            .await
-        {
-            Ok(Some(value)) => value,
-            // No session, or a key of another type: nothing this layout wrote.
-            Ok(None) | Err(StoreError::Corrupt(_)) => return Ok(Found::Ended(SaveOutcome::Gone)),
+        let (mut record, value) = match self.read_json(key).await {
+            Ok(Stored::Record(record, value)) => (record, value),
+            Ok(Stored::Moved) => return Ok(Found::Ended(SaveOutcome::Moved)),
+            // No session, or something this layout never wrote (never written over).
+            Ok(Stored::Absent) | Err(StoreError::Corrupt(_)) => {
+                return Ok(Found::Ended(SaveOutcome::Gone));
+            }
             Err(err) => return Err(err),
         };
-        if value == MOVED_MARKER {
-            return Ok(Found::Ended(SaveOutcome::Moved));
-        }
-        // A value that is not a JSON object is never written over.
-        let Ok(mut record) = decode(&value) else {
-            return Ok(Found::Ended(SaveOutcome::Gone));
-        };
-        if is_moved_marker(&record) {
-            return Ok(Found::Ended(SaveOutcome::Moved));
-        }
         if changes.conflicts_with(&record) {
             return Ok(Found::Ended(SaveOutcome::Conflict));
         }
@@ -191,6 +203,7 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::json_record::MOVED_MARKER;
 
     #[test]
     fn the_marker_is_a_json_object_whose_one_key_is_the_marker_key() {
