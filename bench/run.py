@@ -168,6 +168,7 @@ def kinds(redis_url, memcached_addr, with_python):
         ("ours-redis", [SERVER, "ours-redis"], {"REDIS_URL": f"{redis_url}/2"}),
         ("ours-redis-strict", [SERVER, "ours-redis", "--strict"], {"REDIS_URL": f"{redis_url}/3"}),
         ("ours-redis-json", [SERVER, "ours-redis-json"], {"REDIS_URL": f"{redis_url}/6"}),
+        ("ours-redis-near", [SERVER, "ours-redis-near"], {"REDIS_URL": f"{redis_url}/7"}),
         ("ours-memcached", [SERVER, "ours-memcached"], {"MEMCACHED_ADDR": memcached_addr}),
         ("ours-memcached-strict", [SERVER, "ours-memcached", "--strict"], {"MEMCACHED_ADDR": memcached_addr}),
         ("as-cookie", [SERVER, "as-cookie"], {}),
@@ -295,8 +296,12 @@ def report(args, servers, runs, memory_line):
         ("ours (Redis) / sanic_session (Redis)", "ours-redis", "sanic-redis", 10.0),
         ("ours (Redis, JSON layout) / sanic_session (Redis)", "ours-redis-json", "sanic-redis", None),
         ("ours (Redis, JSON layout) / ours (Redis)", "ours-redis-json", "ours-redis", None),
+        ("ours (Redis, near cache) / ours (Redis)", "ours-redis-near", "ours-redis", None),
     ]:
         ratios += [(label, "/counter", a, b, target), (label, "/read", a, b, None)]
+    # The near cache's target: reads at memory speed on a shared store.
+    ratios += [("ours (Redis, near cache) / ours (memory)", "/read", "ours-redis-near",
+                "ours-memory", 0.8)]
     # What signing the cookie costs (HMAC-SHA256): reported only.
     ratios += [("ours (memory, signed) / ours (memory)", route, "ours-memory-signed",
                 "ours-memory", None) for route in ("/noop", "/counter", "/read")]

@@ -277,6 +277,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?
         }
         "ours-redis" => serve_ours(RedisStore::new(redis_url())?, strict, stats)?,
+        "ours-redis-near" => {
+            let store = RedisStore::builder(redis_url())
+                .near_cache(actix_kv_session::storage::NearCache::new())
+                .build()?;
+            serve_ours(store, strict, stats)?
+        }
         "ours-redis-json" => {
             let store = RedisStore::builder(redis_url())
                 .layout(actix_kv_session::storage::RedisLayout::Json)

@@ -176,6 +176,11 @@
 //! bare actix-web, actix-session and `sanic_session`, in requests per second and in
 //! instructions per request; the figures are in the repository's `docs/bench/`.
 //!
+//! Requests that only read their session can skip the round-trip to Redis: the Redis
+//! store's near cache ([`RedisStoreBuilder::near_cache`](storage::RedisStoreBuilder::near_cache),
+//! feature `redis`) answers them from this process's memory, kept coherent by Redis's
+//! invalidation messages, at about the memory store's cost.
+//!
 //! # Migrating
 //!
 //! From `sanic_session`: the same cookie, id format and key prefix; its Redis layout is

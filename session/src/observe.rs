@@ -24,6 +24,8 @@
 //! | `kv_session_store_retries_total` | counter | `reason` (`cas_lost`, `connection_dropped`) | operations a store ran again: a compare-and-swap another request won, a read whose connection had broken |
 //! | `kv_session_connection_waits_total` | counter | | connections the Redis and memcached stores opened for an operation (one per worker thread and node, again after one broke); an application's deadpool pool counts none |
 //! | `kv_session_store_duration_seconds` | histogram | `op` | how long each store operation took |
+//! | `kv_session_near_cache_total` | counter | `result` (`hit`, `miss`) | loads the Redis store's near cache answered, and those it sent to Redis |
+//! | `kv_session_near_cache_flushes_total` | counter | | times the near cache was emptied: a connection to Redis was lost or replaced, or Redis was flushed |
 //!
 //! Install any `metrics` recorder (a Prometheus exporter, a `StatsD` one...);
 //! `examples/metrics_prometheus.rs` serves them to Prometheus.
@@ -255,4 +257,21 @@ pub(crate) fn retried(reason: &'static str) {
 pub(crate) fn waited_for_connection() {
     #[cfg(feature = "metrics")]
     metrics::counter!("kv_session_connection_waits_total").increment(1);
+}
+
+/// A load on the Redis store's near cache: answered from it, or sent to Redis.
+#[cfg(feature = "redis")]
+pub(crate) fn near_cache(hit: bool) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("kv_session_near_cache_total", "result" => if hit { "hit" } else { "miss" })
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = hit;
+}
+
+/// The Redis store's near cache was emptied.
+#[cfg(feature = "redis")]
+pub(crate) fn near_cache_flushed() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("kv_session_near_cache_flushes_total").increment(1);
 }

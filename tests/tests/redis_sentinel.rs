@@ -1,14 +1,17 @@
 //! `RedisStore` on a master that Sentinel follows: one master, one replica and three
 //! Sentinels on loopback. One deployment serves the whole binary, so one test runs every
-//! phase in turn: the conformance suite, the middleware suite, and the master killed under
-//! load.
+//! phase in turn: the conformance suite and the middleware suite (without and with the near
+//! cache), and the master killed under load.
 
 use std::{
     cell::RefCell,
     time::{Duration, Instant},
 };
 
-use actix_kv_session::{storage::RedisStore, testing, SessionId, SessionMiddleware};
+use actix_kv_session::{
+    storage::{NearCache, RedisStore, SessionStore},
+    testing, SessionId, SessionMiddleware,
+};
 use actix_web::http::{Method, StatusCode};
 use futures_util::future::join_all;
 use tests::{
@@ -23,6 +26,13 @@ fn store(sentinel: &RedisSentinel) -> RedisStore {
         .expect("valid Sentinel URLs")
 }
 
+fn near_store(sentinel: &RedisSentinel) -> RedisStore {
+    RedisStore::sentinel(sentinel.sentinel_urls(), sentinel.master_name())
+        .near_cache(NearCache::new())
+        .build()
+        .expect("valid Sentinel URLs")
+}
+
 #[test]
 fn redis_sentinel() {
     let mut sentinel = RedisSentinel::start();
@@ -32,15 +42,20 @@ fn redis_sentinel() {
         println!("conformance suite: {:?}", started.elapsed());
 
         let started = Instant::now();
-        middleware_suite(&sentinel).await;
+        middleware_suite(&sentinel, store).await;
         println!("middleware suite: {:?}", started.elapsed());
+
+        let started = Instant::now();
+        testing::check_store(|| async { near_store(&sentinel) }).await;
+        middleware_suite(&sentinel, near_store).await;
+        println!("with the near cache: {:?}", started.elapsed());
 
         the_master_killed_under_load(&mut sentinel).await;
     });
 }
 
 /// The middleware suite, case by case, each on a fresh store object.
-async fn middleware_suite(sentinel: &RedisSentinel) {
+async fn middleware_suite(sentinel: &RedisSentinel, store: fn(&RedisSentinel) -> RedisStore) {
     macro_rules! cases {
         ($($case:ident),+ $(,)?) => {
             $(tests::suite::$case(store(sentinel)).await;)+
@@ -63,6 +78,8 @@ async fn middleware_suite(sentinel: &RedisSentinel) {
 /// The master killed while sessions are in use: requests answer 503 within the timeout
 /// (never a hang) while Sentinel promotes the replica, then the store follows the new
 /// master without an app restart. Prints how many acknowledged increments the failover lost.
+/// A near cache that held a session before the failover reads what the new master holds
+/// after it.
 async fn the_master_killed_under_load(sentinel: &mut RedisSentinel) {
     let server = TestServer::start(SessionMiddleware::new(store(sentinel)));
     let mut sessions = Vec::new();
@@ -70,6 +87,9 @@ async fn the_master_killed_under_load(sentinel: &mut RedisSentinel) {
         let reply = http("first", Method::GET, server.url("/counter"), None).await;
         sessions.push(SessionId::parse(reply.cookie.as_ref().unwrap().value()).unwrap());
     }
+    let near = near_store(sentinel);
+    let cached = near.load(&sessions[0]).await.unwrap();
+    assert_eq!(cached.as_ref().map(|s| s["foo"].as_str()), Some("1"));
     let done = RefCell::new(false);
     let log = RefCell::new(Vec::new());
     let loops = sessions.iter().map(|id| {
@@ -126,4 +146,15 @@ async fn the_master_killed_under_load(sentinel: &mut RedisSentinel) {
 
     let (lost, total) = lost_increments(&store(sentinel), &sessions, &acknowledged).await;
     println!("acknowledged increments lost in the failover: {lost} of {total}");
+
+    let now = store(sentinel).load(&sessions[0]).await.unwrap();
+    assert_ne!(now, cached);
+    let started = Instant::now();
+    while near.load(&sessions[0]).await.ok().flatten() != now {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the near cache still serves what the old master held"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -64,7 +64,7 @@ mod per_thread;
 mod redis;
 #[cfg(feature = "redis")]
 #[doc(inline)]
-pub use self::redis::{RedisLayout, RedisStore, RedisStoreBuilder, RedisStoreError};
+pub use self::redis::{NearCache, RedisLayout, RedisStore, RedisStoreBuilder, RedisStoreError};
 
 /// A session's stored record: each session key with its value as JSON text.
 ///

@@ -4,6 +4,7 @@
 mod builder;
 mod connections;
 mod json;
+mod near_cache;
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
@@ -17,6 +18,9 @@ pub use self::builder::{RedisStoreBuilder, RedisStoreError};
 use self::connections::{Conn, Managed};
 #[doc(inline)]
 pub use self::json::RedisLayout;
+use self::near_cache::Near;
+#[doc(inline)]
+pub use self::near_cache::NearCache;
 use super::per_thread::Lease;
 use super::{
     moved_marker_ttl, ChangeSet, ConflictPolicy, KeyPrefix, SaveOutcome, SessionMap, SessionStore,
@@ -59,6 +63,8 @@ pub struct RedisStore {
     layout: RedisLayout,
     /// The layout's script: `redis/save.lua` for hashes, `redis/json.lua` for JSON.
     script: Arc<Script>,
+    /// The near cache ([`RedisStoreBuilder::near_cache`]).
+    near: Option<Arc<Near>>,
 }
 
 /// The update script: applies a change set atomically, or extends a TTL.
@@ -279,11 +285,16 @@ impl RedisStore {
     }
 
     fn with(connection: Source, prefix: KeyPrefix) -> Self {
+        let near = match &connection {
+            Source::Managed(managed) => managed.near().cloned(),
+            Source::Pool(_) => None,
+        };
         Self {
             connection,
             prefix,
             layout: RedisLayout::Hash,
             script: Arc::new(Script::new(SAVE_SCRIPT)),
+            near,
         }
     }
 
@@ -453,6 +464,97 @@ impl RedisStore {
             crate::observe::retried("connection_dropped");
             conn = self.connection().await?;
             answer = invocation.invoke_async(&mut conn).await;
+            if let Err(err) = &answer {
+                self.after_error(&conn, err);
+            }
+        }
+        answer.map_err(|err| classify(&err)(err))
+    }
+
+    /// A load that found a key of another type than a hash at `key`: the marker of a renewed
+    /// session (a stale id: the id is unknown), or data the store cannot read.
+    async fn not_a_hash(
+        &self,
+        key: &str,
+        unreadable: StoreError,
+    ) -> Result<Option<SessionMap>, StoreError> {
+        let get = deadpool_redis::redis::cmd("GET").arg(key).clone();
+        match self
+            .query::<Option<Vec<u8>>>(&get, Retry::OnceIfDropped)
+            .await
+        {
+            Ok(Some(value)) if value == MOVED_MARKER => Ok(None),
+            _ => Err(unreadable),
+        }
+    }
+
+    /// The session at `key`, read from Redis with its time to live in one round-trip, and
+    /// kept in the near cache.
+    async fn load_through(&self, near: &Near, key: &str) -> Result<Option<SessionMap>, StoreError> {
+        let ticket = near.ticket(key);
+        let read = match self.layout {
+            RedisLayout::Hash => "HGETALL",
+            RedisLayout::Json => "GET",
+        };
+        let mut pipe = Pipeline::new();
+        pipe.cmd(read).arg(key).cmd("PTTL").arg(key);
+        let answers = self.query_pipeline(&pipe, 2, Retry::OnceIfDropped).await?;
+        let [data, pttl]: [Value; 2] = answers.try_into().map_err(|answers: Vec<Value>| {
+            StoreError::corrupt(format!("{} answers to a read and PTTL", answers.len()))
+        })?;
+        let data = match data.extract_error() {
+            Ok(data) => data,
+            Err(err) => {
+                let err = classify(&err)(err);
+                return match (self.layout, err) {
+                    (RedisLayout::Hash, unreadable @ StoreError::Corrupt(_)) => {
+                        self.not_a_hash(key, unreadable).await
+                    }
+                    (_, err) => Err(err),
+                };
+            }
+        };
+        let record = match (self.layout, data) {
+            (RedisLayout::Hash, fields) => into_record(
+                from_redis_value(fields)
+                    .map_err(|e| StoreError::unavailable(RedisError::from(e)))?,
+            ),
+            (RedisLayout::Json, value) => json::stored_session(
+                from_redis_value(value)
+                    .map_err(|e| StoreError::unavailable(RedisError::from(e)))?,
+            )?,
+        };
+        if let (Some(record), Ok(pttl)) = (&record, from_redis_value::<i64>(pttl)) {
+            near.keep(key, record, pttl, &ticket);
+        }
+        Ok(record)
+    }
+
+    /// Drops `key` from the near cache, before and after this process changes it: a read
+    /// that ran meanwhile cannot leave the old session cached.
+    fn forget(&self, key: &str) {
+        if let Some(near) = &self.near {
+            near.forget(key.as_bytes());
+        }
+    }
+
+    /// Sends a pipeline of `count` commands and reads their answers, errors among them (see
+    /// [`Retry`]).
+    async fn query_pipeline(
+        &self,
+        pipe: &Pipeline,
+        count: usize,
+        retry: Retry,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut conn = self.connection().await?;
+        let mut answer = conn.req_packed_commands(pipe, 0, count).await;
+        if let Err(err) = &answer {
+            self.after_error(&conn, err);
+        }
+        if retry.again(&answer) {
+            crate::observe::retried("connection_dropped");
+            conn = self.connection().await?;
+            answer = conn.req_packed_commands(pipe, 0, count).await;
             if let Err(err) = &answer {
                 self.after_error(&conn, err);
             }
@@ -761,6 +863,16 @@ impl fmt::Debug for RedisStore {
 impl SessionStore for RedisStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
         let key = self.prefix.key(id);
+        // Bookkeeping records (a user's index of sessions, ids that start with `;`) are
+        // always read from Redis: logging a user out everywhere reads the index as it is.
+        if let Some(near) = self.near.as_ref().filter(|_| !id.as_str().starts_with(';')) {
+            if let Some(hit) = near.get(&key) {
+                return Ok(Some(hit));
+            }
+            // Boxed: a miss is the rarer case, and its future would otherwise make every
+            // load's larger.
+            return Box::pin(self.load_through(near, &key)).await;
+        }
         if self.layout == RedisLayout::Json {
             return self.load_json(&key).await;
         }
@@ -770,18 +882,7 @@ impl SessionStore for RedisStore {
             .await
         {
             Ok(fields) => Ok(into_record(fields)),
-            // Not a hash: the marker of a renewed session (a stale id: the id is unknown),
-            // or data the store cannot read.
-            Err(unreadable @ StoreError::Corrupt(_)) => {
-                let get = deadpool_redis::redis::cmd("GET").arg(&key).clone();
-                match self
-                    .query::<Option<Vec<u8>>>(&get, Retry::OnceIfDropped)
-                    .await
-                {
-                    Ok(Some(value)) if value == MOVED_MARKER => Ok(None),
-                    _ => Err(unreadable),
-                }
-            }
+            Err(unreadable @ StoreError::Corrupt(_)) => self.not_a_hash(&key, unreadable).await,
             Err(err) => Err(err),
         }
     }
@@ -807,6 +908,10 @@ impl SessionStore for RedisStore {
     }
 
     async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
+        if self.near.is_some() {
+            // Boxed, as a load's miss.
+            return Box::pin(self.update_near(self.prefix.key(id), changes)).await;
+        }
         if self.layout == RedisLayout::Json {
             return self.merge_json(&self.prefix.key(id), None, changes).await;
         }
@@ -815,6 +920,69 @@ impl SessionStore for RedisStore {
     }
 
     async fn renew(
+        &self,
+        from: &SessionId,
+        to: &SessionId,
+        changes: &ChangeSet,
+    ) -> Result<SaveOutcome, StoreError> {
+        if self.near.is_some() {
+            let (from_key, to_key) = (self.prefix.key(from), self.prefix.key(to));
+            self.forget(&from_key);
+            self.forget(&to_key);
+            let outcome = self.renew_keys(from, to, changes).await;
+            self.forget(&from_key);
+            self.forget(&to_key);
+            return outcome;
+        }
+        self.renew_keys(from, to, changes).await
+    }
+
+    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
+        // The near cache keeps the session: the invalidation Redis sends for the new TTL
+        // drops it, and until then it expires earlier here than in Redis, never later.
+        if self.layout == RedisLayout::Json {
+            return self.touch_json(&self.prefix.key(id), ttl).await;
+        }
+        let outcome = self
+            .apply(self.prefix.key(id), None, ScriptOp::Touch(ttl))
+            .await?;
+        Ok(outcome == SaveOutcome::Saved)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        let key = self.prefix.key(id);
+        self.forget(&key);
+        let deleted = self
+            .query(
+                deadpool_redis::redis::cmd("DEL").arg(&key),
+                Retry::OnceIfDropped,
+            )
+            .await;
+        self.forget(&key);
+        deleted
+    }
+}
+
+impl RedisStore {
+    /// An update under the near cache: `key` is dropped from it before and after.
+    async fn update_near(
+        &self,
+        key: String,
+        changes: &ChangeSet,
+    ) -> Result<SaveOutcome, StoreError> {
+        self.forget(&key);
+        let outcome = if self.layout == RedisLayout::Json {
+            self.merge_json(&key, None, changes).await
+        } else {
+            self.apply(key.clone(), None, ScriptOp::Update(changes))
+                .await
+        };
+        self.forget(&key);
+        outcome
+    }
+
+    /// A renew, without the near cache's bookkeeping.
+    async fn renew_keys(
         &self,
         from: &SessionId,
         to: &SessionId,
@@ -833,24 +1001,6 @@ impl SessionStore for RedisStore {
             self.prefix.key(from),
             Some(self.prefix.key(to)),
             ScriptOp::Update(changes),
-        )
-        .await
-    }
-
-    async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        if self.layout == RedisLayout::Json {
-            return self.touch_json(&self.prefix.key(id), ttl).await;
-        }
-        let outcome = self
-            .apply(self.prefix.key(id), None, ScriptOp::Touch(ttl))
-            .await?;
-        Ok(outcome == SaveOutcome::Saved)
-    }
-
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.query(
-            deadpool_redis::redis::cmd("DEL").arg(self.prefix.key(id)),
-            Retry::OnceIfDropped,
         )
         .await
     }

@@ -7,13 +7,14 @@ use deadpool_redis::redis::{
     aio::ConnectionManagerConfig,
     cluster::ClusterClientBuilder,
     sentinel::{SentinelClientBuilder, SentinelServerType},
-    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionInfo, IntoConnectionInfo, RedisError,
-    TlsCertificates, TlsMode,
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionInfo, IntoConnectionInfo,
+    ProtocolVersion, PushInfo, RedisError, TlsCertificates, TlsMode,
 };
 
 use super::{
     connections::{Deployment, Managed},
-    RedisLayout, RedisStore, Source,
+    near_cache::Near,
+    NearCache, RedisLayout, RedisStore, Source,
 };
 use crate::{storage::KeyPrefix, SessionId};
 
@@ -76,6 +77,7 @@ pub struct RedisStoreBuilder {
     root_certificate: Option<Vec<u8>>,
     client_certificate: Option<ClientTlsConfig>,
     layout: RedisLayout,
+    near_cache: Option<NearCache>,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -116,6 +118,7 @@ impl RedisStoreBuilder {
             root_certificate: None,
             client_certificate: None,
             layout: RedisLayout::Hash,
+            near_cache: None,
         }
     }
 
@@ -167,6 +170,52 @@ impl RedisStoreBuilder {
     /// crosses nodes and this layout has no two-step move.
     pub fn layout(mut self, layout: RedisLayout) -> Self {
         self.layout = layout;
+        self
+    }
+
+    /// Keeps the sessions this process read in its memory, and answers loads from there,
+    /// without a round-trip, until Redis says that someone changed them: a read-only request
+    /// then costs about what it costs on the memory store. Off by default.
+    ///
+    /// Each connection turns on Redis's server-assisted client-side caching (RESP3,
+    /// `CLIENT TRACKING`, Redis 6 or later). Redis remembers the keys each connection
+    /// read, and pushes an invalidation when one changes: a save by another app instance, a
+    /// log-out, an expiry, an eviction. What holds:
+    ///
+    /// - **Coherence.** A change made elsewhere is seen here once its invalidation arrives:
+    ///   about a network round-trip after the change (measured on loopback by `cargo run
+    ///   --release -p bench --bin coherence`, p50 and p99 in the README's performance
+    ///   section). This process's own saves and log-outs are seen at once by its next
+    ///   request.
+    /// - **Nothing lost, nothing stale for long.** A connection lost or replaced (a broken
+    ///   connection, a timeout, a failover) empties the cache, as does `FLUSHDB`; a session
+    ///   leaves the cache when Redis expires it (its `PTTL` is read with it), and after
+    ///   [`NearCache::max_age`] at the latest, which bounds staleness when the network path
+    ///   to Redis goes silent without closing the connection.
+    /// - **The strict policy is exact.** Saves run in Redis, where a
+    ///   [`ConflictPolicy::Strict`](crate::storage::ConflictPolicy::Strict) save compares
+    ///   what the request read with what Redis holds: a request that read a session just
+    ///   changed elsewhere gets its 409, as without the cache.
+    /// - **Bounded memory**: [`NearCache::max_bytes`].
+    ///
+    /// A standalone server or Sentinel's master; [`build`](Self::build) refuses it on a
+    /// Cluster (whose client reconnects to nodes on its own, without tracking).
+    ///
+    /// ```
+    /// use actix_kv_session::storage::{NearCache, RedisStore, RedisStoreError};
+    ///
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .near_cache(NearCache::new())
+    ///     .build()?;
+    ///
+    /// let on_a_cluster = RedisStore::cluster(["redis://127.0.0.1:7000"])
+    ///     .near_cache(NearCache::new())
+    ///     .build();
+    /// assert!(matches!(on_a_cluster, Err(RedisStoreError::InvalidSettings(_))));
+    /// # Ok::<(), RedisStoreError>(())
+    /// ```
+    pub fn near_cache(mut self, settings: NearCache) -> Self {
+        self.near_cache = Some(settings);
         self
     }
 
@@ -330,6 +379,9 @@ impl RedisStoreBuilder {
         if self.layout == RedisLayout::Json {
             return refused("the JSON layout is not available on a Cluster");
         }
+        if self.near_cache.is_some() {
+            return refused("the near cache is not available on a Cluster");
+        }
         if super::parked_key(&self.prefix.key(&SessionId::generate())).is_none() {
             return refused("on a Cluster, a key prefix may hold `}` only to close a hash tag");
         }
@@ -338,29 +390,23 @@ impl RedisStoreBuilder {
 
     fn build_checked(self) -> Result<RedisStore, RedisStoreError> {
         let certificates = self.certificates();
+        let near = self.near_cache.map(Near::new);
+        // Every connection's push messages (invalidations, and redis-rs's own notice of a
+        // lost connection) go to the near cache.
+        let tracked = |config: AsyncConnectionConfig| match &near {
+            Some(near) => {
+                let near = Arc::clone(near);
+                config.set_push_sender(move |push: PushInfo| {
+                    near.on_push(&push);
+                    Ok::<(), std::convert::Infallible>(())
+                })
+            }
+            None => config,
+        };
         let deployment = match self.target {
-            Target::Standalone(info) => {
-                let mut info = info.map_err(RedisStoreError::InvalidUrl)?;
-                let mut settings = info.redis_settings().clone();
-                if let Some(username) = &self.username {
-                    settings = settings.set_username(username);
-                }
-                if let Some(password) = &self.password {
-                    settings = settings.set_password(password);
-                }
-                info = info.set_redis_settings(settings);
-                let client = match certificates {
-                    Some(certificates) => Client::build_with_tls(info, certificates),
-                    None => Client::open(info),
-                }
-                .map_err(RedisStoreError::InvalidSettings)?;
-                // One attempt per reconnection: while Redis is down each request fails at
-                // once (503), and the first one after it is back reconnects.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(Some(self.response_timeout))
-                    .set_number_of_retries(0);
-                Deployment::Standalone { client, config }
+            Target::Standalone(ref info) => {
+                let info = info.clone().map_err(RedisStoreError::InvalidUrl)?;
+                self.standalone_deployment(info, certificates, near.is_some(), tracked)?
             }
             Target::Cluster(nodes) => {
                 let nodes = nodes.map_err(RedisStoreError::InvalidUrl)?;
@@ -418,6 +464,9 @@ impl RedisStoreBuilder {
                 if let Some(password) = &self.password {
                     builder = builder.set_client_to_redis_password(password);
                 }
+                if near.is_some() {
+                    builder = builder.set_client_to_redis_protocol(ProtocolVersion::RESP3);
+                }
                 if let Some(certificates) = certificates {
                     // The Sentinels and the master they name share one CA and identity.
                     builder = builder
@@ -425,9 +474,11 @@ impl RedisStoreBuilder {
                         .set_client_to_redis_certificates(certificates);
                 }
                 let sentinel = builder.build().map_err(RedisStoreError::InvalidSettings)?;
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(Some(self.response_timeout));
+                let config = tracked(
+                    AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.connect_timeout))
+                        .set_response_timeout(Some(self.response_timeout)),
+                );
                 Deployment::Sentinel {
                     sentinel: tokio::sync::Mutex::new(sentinel),
                     config,
@@ -435,10 +486,52 @@ impl RedisStoreBuilder {
             }
         };
         Ok(RedisStore::with(
-            Source::Managed(Arc::new(Managed::new(deployment))),
+            Source::Managed(Arc::new(Managed::new(deployment, near))),
             self.prefix,
         )
         .with_layout(self.layout))
+    }
+
+    /// The connections to a standalone server at `info`: a `ConnectionManager`, or under the
+    /// near cache (`near`) plain connections with tracking whose pushes `tracked` routes.
+    fn standalone_deployment(
+        &self,
+        mut info: ConnectionInfo,
+        certificates: Option<TlsCertificates>,
+        near: bool,
+        tracked: impl Fn(AsyncConnectionConfig) -> AsyncConnectionConfig,
+    ) -> Result<Deployment, RedisStoreError> {
+        let mut settings = info.redis_settings().clone();
+        if let Some(username) = &self.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        if near {
+            settings = settings.set_protocol(ProtocolVersion::RESP3);
+        }
+        info = info.set_redis_settings(settings);
+        let client = match certificates {
+            Some(certificates) => Client::build_with_tls(info, certificates),
+            None => Client::open(info),
+        }
+        .map_err(RedisStoreError::InvalidSettings)?;
+        if near {
+            let config = tracked(
+                AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.response_timeout)),
+            );
+            return Ok(Deployment::Tracked { client, config });
+        }
+        // One attempt per reconnection: while Redis is down each request fails at once
+        // (503), and the first one after it is back reconnects.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(0);
+        Ok(Deployment::Standalone { client, config })
     }
 }
 

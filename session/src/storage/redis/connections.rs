@@ -16,6 +16,8 @@
 //! one would wait for the slow node before serving any slot (1 s a request, measured with
 //! one node frozen, against 0.2 ms kept).
 
+use std::sync::Arc;
+
 use deadpool_redis::redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
     cluster::ClusterClient,
@@ -24,6 +26,7 @@ use deadpool_redis::redis::{
     AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value,
 };
 
+use super::near_cache::Near;
 use crate::storage::per_thread::{Lease, PerThread};
 
 /// Where the store's Redis is, and how to connect to it.
@@ -31,6 +34,13 @@ pub(super) enum Deployment {
     Standalone {
         client: Client,
         config: ConnectionManagerConfig,
+    },
+    /// A standalone server under the near cache: plain multiplexed connections over RESP3,
+    /// with `CLIENT TRACKING` on, replaced when one breaks. A `ConnectionManager` would
+    /// reconnect by itself, and the new connection would track nothing.
+    Tracked {
+        client: Client,
+        config: AsyncConnectionConfig,
     },
     Cluster(ClusterClient),
     Sentinel {
@@ -86,15 +96,23 @@ pub(super) struct Managed {
     /// Held while a connection is made: the requests that found none wait for it instead
     /// of each making its own (for a Cluster, a connection to every node).
     connecting: tokio::sync::Mutex<()>,
+    /// The near cache, fed by these connections' invalidation messages.
+    near: Option<Arc<Near>>,
 }
 
 impl Managed {
-    pub(super) fn new(deployment: Deployment) -> Self {
+    pub(super) fn new(deployment: Deployment, near: Option<Arc<Near>>) -> Self {
         Self {
             deployment,
             connections: PerThread::new(),
             connecting: tokio::sync::Mutex::new(()),
+            near,
         }
+    }
+
+    /// The near cache, if the store has one.
+    pub(super) fn near(&self) -> Option<&Arc<Near>> {
+        self.near.as_ref()
     }
 
     /// This thread's connection, made if there is none: lazily for a standalone server (it
@@ -124,6 +142,11 @@ impl Managed {
             Deployment::Standalone { client, config } => Conn::Manager(
                 ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?,
             ),
+            Deployment::Tracked { client, config } => Conn::Direct(
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?,
+            ),
             Deployment::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
             Deployment::Sentinel { sentinel, config } => {
                 let master = sentinel.lock().await.async_get_client().await?;
@@ -134,6 +157,15 @@ impl Managed {
                 )
             }
         };
+        let mut conn = conn;
+        if self.near.is_some() {
+            // Before any read: Redis tracks the keys this connection reads from now on.
+            deadpool_redis::redis::cmd("CLIENT")
+                .arg("TRACKING")
+                .arg("ON")
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
         Ok(self.connections.keep(0, conn))
     }
 
@@ -145,6 +177,7 @@ impl Managed {
     pub(super) fn describe(&self) -> &'static str {
         match self.deployment {
             Deployment::Standalone { .. } => "standalone",
+            Deployment::Tracked { .. } => "standalone, near cache",
             Deployment::Cluster(_) => "cluster",
             Deployment::Sentinel { .. } => "sentinel",
         }
@@ -153,22 +186,29 @@ impl Managed {
     /// Whether a connection that gave `err` must be replaced: after a timeout (except on a
     /// Cluster: redis-rs keeps a connection per node there, and replacing them all would
     /// make every slot wait for the one node that is slow); for a Sentinel master, also
-    /// once broken or read-only (demoted by a failover).
+    /// once broken or read-only (demoted by a failover), and under the near cache once
+    /// broken.
     pub(super) fn must_replace(&self, err: &RedisError) -> bool {
         if err.is_timeout() {
             return !self.is_cluster();
         }
-        matches!(self.deployment, Deployment::Sentinel { .. })
-            && (err.is_io_error()
-                || err.is_connection_dropped()
-                || err.is_unrecoverable_error()
-                || err.code() == Some("READONLY"))
+        matches!(
+            self.deployment,
+            Deployment::Sentinel { .. } | Deployment::Tracked { .. }
+        ) && (err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_unrecoverable_error()
+            || err.code() == Some("READONLY"))
     }
 
     /// Drops this thread's connection of `generation`: the next operation makes a new one.
-    /// A newer connection is left alone.
+    /// A newer connection is left alone. The near cache is emptied: the keys that
+    /// connection read are no longer tracked.
     pub(super) fn discard(&self, generation: u64) {
         self.connections.discard(0, generation);
+        if let Some(near) = &self.near {
+            near.flush();
+        }
     }
 }
 
@@ -179,10 +219,13 @@ mod tests {
     use super::*;
 
     fn managed() -> Arc<Managed> {
-        Arc::new(Managed::new(Deployment::Standalone {
-            client: Client::open("redis://127.0.0.1:1").unwrap(),
-            config: ConnectionManagerConfig::new(),
-        }))
+        Arc::new(Managed::new(
+            Deployment::Standalone {
+                client: Client::open("redis://127.0.0.1:1").unwrap(),
+                config: ConnectionManagerConfig::new(),
+            },
+            None,
+        ))
     }
 
     #[actix_web::test]

@@ -83,26 +83,15 @@ impl RedisStore {
     /// type.
     async fn read_json(&self, key: &str) -> Result<Stored, StoreError> {
         let get = cmd("GET").arg(key).clone();
-        let Some(value) = self
+        let value = self
             .query::<Option<Vec<u8>>>(&get, Retry::OnceIfDropped)
-            .await?
-        else {
-            return Ok(Stored::Absent);
-        };
-        let record = decode(&value)?;
-        Ok(if is_moved_marker(&record) {
-            Stored::Moved
-        } else {
-            Stored::Record(record, value)
-        })
+            .await?;
+        stored(value)
     }
 
     /// The session at `key`, for a load: `None` for no session or the moved marker.
     pub(super) async fn load_json(&self, key: &str) -> Result<Option<SessionMap>, StoreError> {
-        Ok(match self.read_json(key).await? {
-            Stored::Record(record, _) => Some(record),
-            Stored::Absent | Stored::Moved => None,
-        })
+        Ok(loaded(self.read_json(key).await?))
     }
 
     /// Stores a new session at `key`, where nothing is stored.
@@ -197,6 +186,37 @@ impl RedisStore {
         invocation.key(key).arg("t").arg(millis(ttl));
         let status: String = self.run_script(invocation, Retry::OnceIfDropped).await?;
         Ok(outcome(&status)? == SaveOutcome::Saved)
+    }
+}
+
+/// What a key holds, from `GET`'s answer.
+fn stored(value: Option<Vec<u8>>) -> Result<Stored, StoreError> {
+    let Some(value) = value else {
+        return Ok(Stored::Absent);
+    };
+    let record = decode(&value)?;
+    Ok(if is_moved_marker(&record) {
+        Stored::Moved
+    } else {
+        Stored::Record(record, value)
+    })
+}
+
+/// The session in `GET`'s answer `value`, for a load: `None` for no session or the moved
+/// marker.
+///
+/// # Errors
+///
+/// As [`RedisStore::read_json`].
+pub(super) fn stored_session(value: Option<Vec<u8>>) -> Result<Option<SessionMap>, StoreError> {
+    Ok(loaded(stored(value)?))
+}
+
+/// What a load finds in `stored`.
+fn loaded(stored: Stored) -> Option<SessionMap> {
+    match stored {
+        Stored::Record(record, _) => Some(record),
+        Stored::Absent | Stored::Moved => None,
     }
 }
 
