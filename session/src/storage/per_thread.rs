@@ -104,6 +104,19 @@ impl<C: Clone + 'static> PerThread<C> {
         Lease { conn, generation }
     }
 
+    /// The generation of this thread's connection for `slot`, if it has one (without
+    /// cloning the connection).
+    #[cfg(feature = "redis")]
+    pub(crate) fn generation(&self, slot: usize) -> Option<u64> {
+        CONNECTIONS.with(|conns| {
+            conns
+                .borrow()
+                .iter()
+                .find(|e| e.store == self.id && e.slot == slot)
+                .map(|e| e.generation)
+        })
+    }
+
     /// Drops this thread's connection for `slot` of `generation`: the next operation makes a
     /// new one. A newer connection is left alone.
     pub(crate) fn discard(&self, slot: usize, generation: u64) {

@@ -496,12 +496,24 @@ impl RedisStore {
             RedisLayout::Hash => "HGETALL",
             RedisLayout::Json => "GET",
         };
+        // The connection tracks only reads that follow `CLIENT CACHING YES` (see
+        // `connections.rs`).
         let mut pipe = Pipeline::new();
-        pipe.cmd(read).arg(key).cmd("PTTL").arg(key);
-        let answers = self.query_pipeline(&pipe, 2, Retry::OnceIfDropped).await?;
-        let [data, pttl]: [Value; 2] = answers.try_into().map_err(|answers: Vec<Value>| {
-            StoreError::corrupt(format!("{} answers to a read and PTTL", answers.len()))
-        })?;
+        pipe.cmd("CLIENT")
+            .arg("CACHING")
+            .arg("YES")
+            .ignore()
+            .cmd(read)
+            .arg(key)
+            .cmd("PTTL")
+            .arg(key);
+        let (answers, reader) = self.query_pipeline(&pipe, 3, Retry::OnceIfDropped).await?;
+        let [caching, data, pttl]: [Value; 3] =
+            answers.try_into().map_err(|answers: Vec<Value>| {
+                StoreError::corrupt(format!("{} answers to a tracked read", answers.len()))
+            })?;
+        // Refused (a Redis without tracking, an ACL that forbids it): the read still stands.
+        let tracked = caching.extract_error().is_ok();
         let data = match data.extract_error() {
             Ok(data) => data,
             Err(err) => {
@@ -524,8 +536,8 @@ impl RedisStore {
                     .map_err(|e| StoreError::unavailable(RedisError::from(e)))?,
             )?,
         };
-        if let (Some(record), Ok(pttl)) = (&record, from_redis_value::<i64>(pttl)) {
-            near.keep(key, record, pttl, &ticket);
+        if let (Some(record), Ok(pttl), true) = (&record, from_redis_value::<i64>(pttl), tracked) {
+            near.keep(key, reader, record, pttl, &ticket);
         }
         Ok(record)
     }
@@ -539,13 +551,13 @@ impl RedisStore {
     }
 
     /// Sends a pipeline of `count` commands and reads their answers, errors among them (see
-    /// [`Retry`]).
+    /// [`Retry`]); with the generation of the connection that answered.
     async fn query_pipeline(
         &self,
         pipe: &Pipeline,
         count: usize,
         retry: Retry,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<(Vec<Value>, u64), StoreError> {
         let mut conn = self.connection().await?;
         let mut answer = conn.req_packed_commands(pipe, 0, count).await;
         if let Err(err) = &answer {
@@ -559,7 +571,13 @@ impl RedisStore {
                 self.after_error(&conn, err);
             }
         }
-        answer.map_err(|err| classify(&err)(err))
+        let generation = match &conn {
+            Connection::Managed(lease) => lease.generation,
+            Connection::Pooled(_) => 0,
+        };
+        answer
+            .map(|answers| (answers, generation))
+            .map_err(|err| classify(&err)(err))
     }
 
     /// Runs the save script for a status.
@@ -866,7 +884,11 @@ impl SessionStore for RedisStore {
         // Bookkeeping records (a user's index of sessions, ids that start with `;`) are
         // always read from Redis: logging a user out everywhere reads the index as it is.
         if let Some(near) = self.near.as_ref().filter(|_| !id.as_str().starts_with(';')) {
-            if let Some(hit) = near.get(&key) {
+            let reader = match &self.connection {
+                Source::Managed(managed) => managed.generation_here(),
+                Source::Pool(_) => None,
+            };
+            if let Some(hit) = reader.and_then(|reader| near.get(&key, reader)) {
                 return Ok(Some(hit));
             }
             // Boxed: a miss is the rarer case, and its future would otherwise make every

@@ -196,6 +196,8 @@ impl RedisStoreBuilder {
     ///   [`ConflictPolicy::Strict`](crate::storage::ConflictPolicy::Strict) save compares
     ///   what the request read with what Redis holds: a request that read a session just
     ///   changed elsewhere gets its 409, as without the cache.
+    /// - **Each worker is served only what its own connection read**: a worker blocked or
+    ///   gone cannot leave another serving a session only it would hear about.
     /// - **Bounded memory**: [`NearCache::max_bytes`].
     ///
     /// A standalone server or Sentinel's master; [`build`](Self::build) refuses it on a

@@ -7,13 +7,21 @@
 //! message on that connection, which drops the key here. A connection that is lost takes
 //! its stream of invalidations with it: the whole cache is dropped then.
 //!
+//! Each worker thread has its own connection, and reads that connection's invalidations
+//! only when its runtime runs. So each cached copy of a session belongs to the connection
+//! that read it, and a thread is served only the copies of its own live connection: a
+//! worker that is blocked (a synchronous password hash) or gone (its runtime ended, its
+//! connection dropped without a word) cannot leave another worker serving a session it
+//! alone would hear about. Each worker reads a session once before it is served from
+//! memory.
+//!
 //! Written here rather than with redis-rs's own `cache-aio` layer, because that one stores
 //! a reply after its caller wakes up, while it handles invalidations as they arrive: an
 //! invalidation that comes right behind the reply it invalidates is handled first, and the
 //! stale reply then stays cached until its client-side TTL (30 minutes by default). This
 //! one takes a [`Ticket`] before each read and keeps the answer only if no invalidation of
-//! the key (or flush) came since; its cache is also shared by every worker thread and holds
-//! decoded sessions, not redis-rs values that each hit would decode again.
+//! the key (or flush) came since; and it holds decoded sessions, not redis-rs values that
+//! each hit would decode again.
 
 use std::{
     hash::BuildHasher,
@@ -108,11 +116,21 @@ impl NearCache {
     }
 }
 
-/// A cached session, and when Redis expires it.
+/// The cached copies of one session, each read by one connection.
 struct Cached {
-    data: SessionMap,
-    deadline: Instant,
+    copies: Vec<Copy>,
 }
+
+/// A session as one connection read it, and when Redis expires it.
+struct Copy {
+    /// The generation of the connection that read it (see `per_thread.rs`).
+    reader: u64,
+    deadline: Instant,
+    data: SessionMap,
+}
+
+/// The longest [`NearCache::max_age`] taken: moka refuses a time to live over 1,000 years.
+const LONGEST_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How many invalidation counters there are; keys share them by hash.
 const BUCKETS: usize = 1024;
@@ -131,6 +149,8 @@ pub(in crate::storage) struct Near {
 pub(super) struct Ticket {
     bucket: usize,
     generation: u64,
+    /// When the read was sent: Redis's `PTTL` counts from a moment after it.
+    sent: Instant,
 }
 
 impl Near {
@@ -138,8 +158,8 @@ impl Near {
         let hasher = Hasher::default();
         let cache = Cache::builder()
             .max_capacity(settings.max_bytes)
-            .weigher(|key: &String, cached: &Arc<Cached>| weight(key, &cached.data))
-            .time_to_live(settings.max_age)
+            .weigher(|key: &String, cached: &Arc<Cached>| weight(key, cached))
+            .time_to_live(settings.max_age.min(LONGEST_AGE))
             .build_with_hasher(hasher.clone());
         Arc::new(Self {
             cache,
@@ -156,14 +176,15 @@ impl Near {
         index
     }
 
-    /// The session at `key`, if cached and not past its expiry in Redis.
-    pub(super) fn get(&self, key: &str) -> Option<SessionMap> {
+    /// The session at `key` as the connection of generation `reader` read it, if cached and
+    /// not past its expiry in Redis.
+    pub(super) fn get(&self, key: &str, reader: u64) -> Option<SessionMap> {
         let cached = self.cache.get(key)?;
-        if Instant::now() < cached.deadline {
+        let copy = cached.copies.iter().find(|copy| copy.reader == reader)?;
+        if Instant::now() < copy.deadline {
             crate::observe::near_cache(true);
-            Some(cached.data.clone())
+            Some(copy.data.clone())
         } else {
-            self.cache.invalidate(key);
             None
         }
     }
@@ -175,28 +196,53 @@ impl Near {
         Ticket {
             bucket,
             generation: self.generations[bucket].load(Ordering::SeqCst),
+            sent: Instant::now(),
         }
     }
 
-    /// Keeps what a read of `key` found, `data` with `pttl` milliseconds to live in Redis
-    /// (`PTTL`'s answer), unless the key was invalidated since `ticket` was taken.
-    pub(super) fn keep(&self, key: &str, data: &SessionMap, pttl: i64, ticket: &Ticket) {
+    /// Keeps what a read of `key` on the connection of generation `reader` found, `data`
+    /// with `pttl` milliseconds to live in Redis (`PTTL`'s answer), unless the key was
+    /// invalidated since `ticket` was taken. The copies other connections read stay.
+    pub(super) fn keep(
+        &self,
+        key: &str,
+        reader: u64,
+        data: &SessionMap,
+        pttl: i64,
+        ticket: &Ticket,
+    ) {
         // -2: gone meanwhile; -1: no expiry, which no session of this store has.
         let Ok(millis) = u64::try_from(pttl) else {
             return;
         };
-        let deadline = Instant::now() + Duration::from_millis(millis);
+        let now = Instant::now();
         let generation = &self.generations[ticket.bucket];
         if generation.load(Ordering::SeqCst) != ticket.generation {
             return;
         }
-        let cached = Arc::new(Cached {
+        let mut copies: Vec<Copy> = match self.cache.get(key) {
+            Some(cached) => cached
+                .copies
+                .iter()
+                .filter(|copy| copy.reader != reader && now < copy.deadline)
+                .map(|copy| Copy {
+                    reader: copy.reader,
+                    deadline: copy.deadline,
+                    data: copy.data.clone(),
+                })
+                .collect(),
+            None => Vec::with_capacity(1),
+        };
+        copies.push(Copy {
+            reader,
+            deadline: ticket.sent + Duration::from_millis(millis),
             data: data.clone(),
-            deadline,
         });
-        self.cache.insert(key.to_owned(), cached);
+        self.cache
+            .insert(key.to_owned(), Arc::new(Cached { copies }));
         // An invalidation handled between the check above and the insert found nothing to
-        // drop: drop what was just inserted. One handled after this check drops it itself.
+        // drop (or dropped what the insert then put back): drop what was just inserted. One
+        // handled after this check drops it itself.
         if generation.load(Ordering::SeqCst) != ticket.generation {
             self.cache.invalidate(key);
         }
@@ -246,17 +292,24 @@ impl Near {
     }
 }
 
-/// What a cached session counts against [`NearCache::max_bytes`]: its key, keys and
-/// values, and about 48 bytes per key and 200 per session of bookkeeping (the map, the
-/// cache's entry).
-fn weight(key: &str, data: &SessionMap) -> u32 {
-    let bytes = data
+/// What a cached session counts against [`NearCache::max_bytes`]: per copy, its keys and
+/// values and about 100 bytes per key (two `String`s, the map's slot) and 200 of the map
+/// and the copy; per session, its key and about 250 bytes of the cache's entry. Estimated
+/// from the resident memory of 150,000 cached sessions of three small keys (about 930 bytes
+/// each, against 460 counted by a first estimate).
+fn weight(key: &str, cached: &Cached) -> u32 {
+    let copies: usize = cached
+        .copies
         .iter()
-        .map(|(k, v)| k.len() + v.len() + 48)
-        .sum::<usize>()
-        + key.len()
-        + 200;
-    u32::try_from(bytes).unwrap_or(u32::MAX)
+        .map(|copy| {
+            copy.data
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 100)
+                .sum::<usize>()
+                + 200
+        })
+        .sum();
+    u32::try_from(copies + key.len() + 250).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -271,32 +324,32 @@ mod tests {
     fn a_read_is_kept_unless_its_key_was_invalidated_meanwhile() {
         let near = Near::new(NearCache::new());
         let ticket = near.ticket("session:a");
-        near.keep("session:a", &session(), 60_000, &ticket);
-        assert_eq!(near.get("session:a"), Some(session()));
+        near.keep("session:a", 1, &session(), 60_000, &ticket);
+        assert_eq!(near.get("session:a", 1), Some(session()));
 
         // The invalidation arrives before the reader stores what it read.
         let ticket = near.ticket("session:b");
         near.forget(b"session:b");
-        near.keep("session:b", &session(), 60_000, &ticket);
-        assert_eq!(near.get("session:b"), None);
+        near.keep("session:b", 1, &session(), 60_000, &ticket);
+        assert_eq!(near.get("session:b", 1), None);
 
         // A flush voids every ticket.
         let ticket = near.ticket("session:c");
         near.flush();
-        near.keep("session:c", &session(), 60_000, &ticket);
-        assert_eq!(near.get("session:c"), None);
-        assert_eq!(near.get("session:a"), None, "flushed");
+        near.keep("session:c", 1, &session(), 60_000, &ticket);
+        assert_eq!(near.get("session:c", 1), None);
+        assert_eq!(near.get("session:a", 1), None, "flushed");
     }
 
     #[test]
     fn what_redis_expires_is_not_served() {
         let near = Near::new(NearCache::new());
         let ticket = near.ticket("session:a");
-        near.keep("session:a", &session(), 0, &ticket);
-        assert_eq!(near.get("session:a"), None);
+        near.keep("session:a", 1, &session(), 0, &ticket);
+        assert_eq!(near.get("session:a", 1), None);
         let ticket = near.ticket("session:a");
-        near.keep("session:a", &session(), -2, &ticket);
-        assert_eq!(near.get("session:a"), None);
+        near.keep("session:a", 1, &session(), -2, &ticket);
+        assert_eq!(near.get("session:a", 1), None);
     }
 
     #[test]
@@ -304,20 +357,55 @@ mod tests {
         let near = Near::new(NearCache::new());
         for key in ["session:a", "session:b", "session:c"] {
             let ticket = near.ticket(key);
-            near.keep(key, &session(), 60_000, &ticket);
+            near.keep(key, 1, &session(), 60_000, &ticket);
         }
         near.on_push(&PushInfo {
             kind: PushKind::Invalidate,
             data: vec![Value::Array(vec![Value::BulkString(b"session:a".to_vec())])],
         });
-        assert_eq!(near.get("session:a"), None);
-        assert_eq!(near.get("session:b"), Some(session()));
+        assert_eq!(near.get("session:a", 1), None);
+        assert_eq!(near.get("session:b", 1), Some(session()));
         near.on_push(&PushInfo {
             kind: PushKind::Disconnection,
             data: Vec::new(),
         });
-        assert_eq!(near.get("session:b"), None);
+        assert_eq!(near.get("session:b", 1), None);
         assert_eq!(near.len(), 0);
+    }
+
+    #[test]
+    fn a_connection_is_served_only_what_it_read() {
+        let near = Near::new(NearCache::new());
+        let ticket = near.ticket("session:a");
+        near.keep("session:a", 1, &session(), 60_000, &ticket);
+        assert_eq!(near.get("session:a", 2), None, "read by another connection");
+        let other = SessionMap::from([("foo".to_owned(), "2".to_owned())]);
+        let ticket = near.ticket("session:a");
+        near.keep("session:a", 2, &other, 60_000, &ticket);
+        assert_eq!(near.get("session:a", 1), Some(session()));
+        assert_eq!(near.get("session:a", 2), Some(other));
+        // An invalidation drops every connection's copy.
+        near.forget(b"session:a");
+        assert_eq!(near.get("session:a", 1), None);
+        assert_eq!(near.get("session:a", 2), None);
+    }
+
+    #[test]
+    fn an_expiry_counts_from_when_the_read_was_sent() {
+        let near = Near::new(NearCache::new());
+        let ticket = near.ticket("session:a");
+        std::thread::sleep(Duration::from_millis(60));
+        // The answer took 60 ms: 50 ms to live when Redis answered is past now.
+        near.keep("session:a", 1, &session(), 50, &ticket);
+        assert_eq!(near.get("session:a", 1), None);
+    }
+
+    #[test]
+    fn a_max_age_past_what_moka_takes_is_cut_not_a_panic() {
+        let near = Near::new(NearCache::new().max_age(Duration::MAX));
+        let ticket = near.ticket("session:a");
+        near.keep("session:a", 1, &session(), 60_000, &ticket);
+        assert_eq!(near.get("session:a", 1), Some(session()));
     }
 
     #[test]
@@ -326,9 +414,9 @@ mod tests {
         for i in 0..10_000 {
             let key = format!("session:{i:032x}");
             let ticket = near.ticket(&key);
-            near.keep(&key, &session(), 60_000, &ticket);
+            near.keep(&key, 1, &session(), 60_000, &ticket);
         }
-        // About 280 bytes each: no more than 100 KiB of them.
-        assert!(near.len() <= 100 * 1024 / 280 + 1, "{} kept", near.len());
+        // About 570 bytes each counted: no more than 100 KiB of them.
+        assert!(near.len() <= 100 * 1024 / 570 + 1, "{} kept", near.len());
     }
 }
