@@ -26,7 +26,7 @@ done
     printf '%-18s %8d\n' "$mode" "${per[$mode]}"
   done
   echo "# The update alone:"
-  printf 'update, slot found in the per-thread memo   %6d\n' $(( per[load-update] - per[load] ))
-  printf 'update, slot looked up in the cache         %6d\n' $(( per[load-load-update] - per[load-load] ))
+  printf 'update after a load of the same session     %6d\n' $(( per[load-update] - per[load] ))
+  printf 'update after a load of another session      %6d\n' $(( per[load-load-update] - per[load-load] ))
   printf "update with moka's entry().and_compute_with %6d\n" $(( per[moka-get-compute] - per[moka-get] ))
 } | tee "$out"

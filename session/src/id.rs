@@ -119,6 +119,43 @@ impl SessionId {
     }
 }
 
+/// A [`SessionId`] in 17 bytes instead of 32, as the memory store keys its sessions: the
+/// hexadecimal digits as bytes, two to a byte, and a first byte that tells the forms apart
+/// (0 for a parsed or generated id, the tag for a [derived](SessionId::derived) one, whose
+/// `;` and tag are not digits). Two ids pack alike only if they are equal.
+#[cfg(feature = "memory")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PackedId([u8; 17]);
+
+#[cfg(feature = "memory")]
+impl std::hash::Hash for PackedId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As two words, not as a slice of bytes: a fast hasher takes a word at once.
+        let [tag, digits @ ..] = self.0;
+        state.write_u128(u128::from_le_bytes(digits));
+        state.write_u8(tag);
+    }
+}
+
+#[cfg(feature = "memory")]
+impl From<&SessionId> for PackedId {
+    fn from(id: &SessionId) -> Self {
+        /// The value of a hex digit: `0-9` are 0x30-0x39 and `a-f` are 0x61-0x66, so the low
+        /// four bits are the value, less 9 for letters (bit 6 set). Branch-free, so it runs
+        /// on whole vectors; the `;` and tag of a derived id give some byte, the same for
+        /// every id with that tag.
+        fn nibble(c: u8) -> u8 {
+            (c & 0xf) + 9 * (c >> 6)
+        }
+        let mut packed = [0u8; 17];
+        packed[0] = if id.0[0] == b';' { id.0[1] } else { 0 };
+        for (byte, pair) in packed[1..].iter_mut().zip(id.0.chunks_exact(2)) {
+            *byte = (nibble(pair[0]) << 4) | nibble(pair[1]);
+        }
+        Self(packed)
+    }
+}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -179,6 +216,34 @@ mod tests {
             assert!(SessionId::parse(bad).is_none(), "{bad:?} was accepted");
         }
         assert!(SessionId::parse(&"a".repeat(1000)).is_none());
+    }
+
+    #[cfg(feature = "memory")]
+    #[test]
+    fn packed_ids_differ_when_ids_differ() {
+        use super::PackedId;
+
+        let hex = |s: &str| PackedId::from(&SessionId::parse(s).unwrap());
+        let a = "0123456789abcdef0123456789abcdef";
+        assert!(hex(a) == hex(a));
+        // Every digit counts, whichever half of its byte it lands in.
+        for at in 0..32 {
+            let mut other = a.as_bytes().to_vec();
+            other[at] = if other[at] == b'f' { b'0' } else { b'f' };
+            assert!(
+                hex(a) != hex(std::str::from_utf8(&other).unwrap()),
+                "digit {at}"
+            );
+        }
+        // A derived id never packs as a parsed one, nor as one with another tag, even when
+        // their digits agree.
+        let digest = [0xab; 15];
+        let derived = PackedId::from(&SessionId::derived(b'u', &digest));
+        assert!(derived == PackedId::from(&SessionId::derived(b'u', &digest)));
+        assert!(derived != PackedId::from(&SessionId::derived(b'v', &digest)));
+        assert!(derived != hex("ababababababababababababababab00"));
+        assert!(derived != hex("00abababababababababababababab00"));
+        assert!(derived != hex("00ababababababababababababababab"));
     }
 
     #[test]

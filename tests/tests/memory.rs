@@ -14,6 +14,13 @@ use tests::{
 actix_kv_session::store_conformance!(MemoryStore::default());
 tests::session_suite!((MemoryStore::default(), ()));
 
+/// A small store keeps all its sessions in one shard: a renew moves a session within it.
+mod one_shard {
+    use actix_kv_session::storage::MemoryStore;
+
+    actix_kv_session::store_conformance!(MemoryStore::builder().max_sessions(1_000).build());
+}
+
 #[actix_web::test]
 async fn the_store_is_bounded() {
     let store = MemoryStore::builder().max_sessions(100).build();
@@ -199,7 +206,7 @@ async fn the_store_is_bounded_in_bytes_and_refuses_oversized_sessions() {
     );
 
     // A session heavier than the whole bound is still kept once stored (it evicts the
-    // others): moka drops an entry heavier than its capacity as soon as it is written.
+    // others): it counts as the whole bound, not as more.
     let tiny = MemoryStore::builder().max_bytes(64 * 1024).build();
     let app = init_app!(SessionMiddleware::new(tiny.clone()));
     let big = post(&app, "/big/100", None).await;
@@ -207,4 +214,69 @@ async fn the_store_is_bounded_in_bytes_and_refuses_oversized_sessions() {
     tiny.run_pending_tasks();
     let after = get(&app, "/get/big", Some(big.id().as_str())).await;
     assert_ne!(after.body, "none", "a session just stored was dropped");
+}
+
+/// Threads that truly run at once (the conformance suite interleaves tasks on one thread)
+/// lose no update: strict increments of a few shared sessions, each retried on conflict,
+/// all land, and last-write-wins writes of each thread's own key all persist.
+#[test]
+fn parallel_threads_lose_no_update() {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 300;
+    let store = MemoryStore::default();
+    let ids: Vec<SessionId> = actix_web::rt::System::new().block_on(async {
+        let mut ids = Vec::new();
+        for _ in 0..8 {
+            ids.push(tests::seed(&store, &[("n", "0")]).await);
+        }
+        ids
+    });
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let (store, ids) = (&store, &ids);
+            scope.spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    for round in 0..ROUNDS {
+                        let id = &ids[(round + thread) % ids.len()];
+                        let own = format!("t{thread}");
+                        loop {
+                            let record = store.load(id).await.unwrap().unwrap();
+                            let seen = record["n"].clone();
+                            let next = (seen.parse::<usize>().unwrap() + 1).to_string();
+                            let changes = ChangeSet::new(
+                                vec![
+                                    KeyChange::new("n".into(), Some(next), Some(seen)),
+                                    KeyChange::new(
+                                        own.clone(),
+                                        Some(round.to_string()),
+                                        record.get(&own).cloned(),
+                                    ),
+                                ],
+                                ConflictPolicy::Strict,
+                                std::time::Duration::from_mins(1),
+                            );
+                            match store.update(id, &changes).await.unwrap() {
+                                SaveOutcome::Saved => break,
+                                SaveOutcome::Conflict => {}
+                                other => panic!("{other:?}"),
+                            }
+                        }
+                    }
+                });
+            });
+        }
+    });
+    actix_web::rt::System::new().block_on(async {
+        let mut total = 0;
+        for id in &ids {
+            let record = store.load(id).await.unwrap().unwrap();
+            total += record["n"].parse::<usize>().unwrap();
+            assert_eq!(
+                record.len(),
+                1 + THREADS,
+                "every thread's own key: {record:?}"
+            );
+        }
+        assert_eq!(total, THREADS * ROUNDS, "increments lost");
+    });
 }

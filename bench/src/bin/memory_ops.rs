@@ -7,14 +7,14 @@
 //!
 //! Modes:
 //! - `load`: `MemoryStore::load`;
-//! - `load-update`: a load, then an update of the session it loaded (the update finds the
-//!   slot in the per-thread memo, `LastLoaded`);
+//! - `load-update`: a load, then an update of the session it loaded;
 //! - `load-load`: two loads of two sessions;
-//! - `load-load-update`: two loads, then an update of the first (the memo holds the second:
-//!   the update asks the cache);
+//! - `load-load-update`: two loads, then an update of the first (the store keeps no memo
+//!   of the last load: this update costs as much as the one above);
 //! - `moka-get`: moka `get` of a session kept as an immutable value;
 //! - `moka-get-compute`: that `get`, then `entry().and_compute_with` that copies the
-//!   session, applies the change and puts it back: the update moka offers.
+//!   session, applies the change and puts it back: the update moka offers, for comparison
+//!   (the store ran on moka until its memory per session was cut).
 
 use std::{sync::Arc, time::Duration};
 

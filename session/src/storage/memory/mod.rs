@@ -1,22 +1,25 @@
-//! The in-memory store, on moka.
+//! The in-memory store: sessions in shards, each under its own lock, in least recently used
+//! order.
 
-mod last_loaded;
-mod slot;
+mod fields;
+mod shard;
 
 use std::{
     fmt,
-    sync::Arc,
+    hash::BuildHasher,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
     time::{Duration, Instant},
 };
 
-use moka::{notification::RemovalCause, policy::EvictionPolicy, sync::Cache, Expiry};
-
 use self::{
-    last_loaded::LastLoaded,
-    slot::{Fields, Found, Slot},
+    fields::Fields,
+    shard::{Entry, Shard},
 };
 use super::{moved_marker_ttl, ChangeSet, SaveOutcome, SessionMap, SessionStore};
-use crate::{error::StoreError, SessionId};
+use crate::{error::StoreError, id::PackedId, SessionId};
 
 /// How many sessions a [`MemoryStore`] keeps by default before it evicts the least
 /// recently used ones.
@@ -26,7 +29,15 @@ const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// The largest session a [`MemoryStore`] keeps by default, as memcached's default item limit.
 const DEFAULT_MAX_SESSION_BYTES: usize = 1024 * 1024;
 
-/// The hasher of the cache: ids are random, so a fast one is enough.
+/// The most shards a store has: enough that requests on different sessions seldom wait for
+/// one another.
+const MAX_SHARDS: u64 = 64;
+/// The fewest sessions a shard holds at the store's bound, so that each shard's least
+/// recently used session is about as old as the whole store's: a small store has fewer
+/// shards (one, below 2,048 sessions).
+const SESSIONS_PER_SHARD: u64 = 1024;
+
+/// The hasher of the shards and their indexes: ids are random, so a fast one is enough.
 type Hasher = foldhash::fast::RandomState;
 
 /// Sessions kept in this process's memory.
@@ -57,28 +68,50 @@ type Hasher = foldhash::fast::RandomState;
 /// and a session just created is always kept (it is the most recently used). A single
 /// session larger than [`max_session_bytes`](MemoryStoreBuilder::max_session_bytes) is
 /// refused with [`StoreError::TooLarge`]. Each session expires one time to live after its
-/// last save or touch.
+/// last save or touch; new sessions sweep the expired ones out as they arrive.
 ///
-/// Each session sits behind its own lock, in a moka cache that bounds the store and drops
-/// idle entries: an update merges its changes under that lock, atomically, in place,
-/// without writing to the cache unless the session grew past what the cache counted for
-/// it. Counted by callgrind (`bench/memory_ops.sh`, `docs/bench/memory-ops.txt`), such an
-/// update costs about 1,200 instructions; moka's own atomic update
-/// (`entry().and_compute_with`, which copies the session and writes the cache) costs about
-/// 11,000, a third of a whole `/counter` request (32,000).
+/// Sessions sit in shards (up to 64, by the hash of their id), each a hash table, a list in
+/// least recently used order and a lock: an operation locks its session's shard, so an
+/// update merges its changes atomically, in place, and requests on sessions of other
+/// shards do not wait for it. Each shard evicts its own least recently used sessions; with
+/// a thousand sessions or more per shard at the bound, they are about the oldest of the
+/// whole store (a small store has fewer shards, one below 2,048 sessions).
+///
+/// A session is compact: its id in 17 bytes, its keys and values in one string, no lock,
+/// reference count or queue node of its own. Measured with
+/// `cargo run --release -p bench --bin memory -- 1000000`, a million one-key sessions take
+/// 141 bytes each. On moka, the store took 611: moka's own entry (its key, entry, queue and
+/// timer nodes, hash table) took 386 of them, more than this whole store does. Counted by
+/// callgrind (`bench/memory_ops.sh`, `docs/bench/memory-ops.txt`), a load costs about 1,600
+/// instructions and an update about 1,400 (moka's own atomic update alone, about 11,000).
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<SessionId, Arc<Slot>, Hasher>,
-    last_loaded: LastLoaded,
-    weigher: Weigher,
-    max_session_bytes: usize,
+    inner: Arc<Inner>,
 }
 
-/// What a session counts against the cache's bound, so that one bound in bytes keeps both
+struct Inner {
+    shards: Box<[Padded]>,
+    /// Picks a session's shard.
+    hasher: Hasher,
+    /// What the stored sessions weigh together, against `max_bytes`.
+    weighed: AtomicU64,
+    max_bytes: u64,
+    weigher: Weigher,
+    max_session_bytes: usize,
+    /// The instant deadlines count from.
+    epoch: Instant,
+}
+
+/// A shard's lock on cache lines of its own, so that threads locking neighbouring shards
+/// do not slow each other down.
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+/// What a session counts against the store's bound in bytes, so that one bound keeps both
 /// of the store's bounds: every session weighs at least `max_bytes / max_sessions`, so no
 /// more than `max_sessions` fit, and otherwise its memory, so no more than `max_bytes` of
-/// them fit. No session weighs more than the whole bound: moka drops an entry heavier than
-/// its capacity as soon as it is written, which would lose a session just stored.
+/// them fit. No session weighs more than the whole bound: one that did would evict the
+/// others and still be over it.
 #[derive(Debug, Clone, Copy)]
 struct Weigher {
     floor: u32,
@@ -86,11 +119,10 @@ struct Weigher {
 }
 
 impl Weigher {
-    /// What a session costs beyond its record's heap memory: the slot, its `Arc`, the id,
-    /// and moka's entry, hash table slot and queue nodes. Measured with
-    /// `cargo run --release -p bench --bin memory -- 1000000`: 1,000,000 one-key sessions
-    /// take 610 bytes each (582 MiB), of which the record's heap is about 100.
-    const SESSION_OVERHEAD: usize = 520;
+    /// What a session costs beyond its record's heap memory: its slot and its place in its
+    /// shard's index. Measured with `cargo run --release -p bench --bin memory -- 1000000`:
+    /// 1,000,000 one-key sessions take 141 bytes each, of which the record's heap is 32.
+    const SESSION_OVERHEAD: usize = 109;
 
     fn new(max_bytes: u64, max_sessions: u64) -> Self {
         let floor = max_bytes.div_ceil(max_sessions.max(1));
@@ -106,38 +138,6 @@ impl Weigher {
         u32::try_from(bytes)
             .unwrap_or(u32::MAX)
             .clamp(self.floor, self.ceiling)
-    }
-}
-
-/// The cache drops an entry one TTL after its last use. A session's own deadline (one TTL
-/// after its last write) always comes first, and decides; the cache's expiry only frees the
-/// memory of sessions nobody asks for.
-struct IdleExpiry;
-
-impl Expiry<SessionId, Arc<Slot>> for IdleExpiry {
-    fn expire_after_create(&self, _: &SessionId, slot: &Arc<Slot>, _: Instant) -> Option<Duration> {
-        Some(slot.ttl())
-    }
-
-    fn expire_after_read(
-        &self,
-        _: &SessionId,
-        slot: &Arc<Slot>,
-        _: Instant,
-        _: Option<Duration>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(slot.ttl())
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &SessionId,
-        slot: &Arc<Slot>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(slot.ttl())
     }
 }
 
@@ -190,14 +190,15 @@ impl MemoryStoreBuilder {
     }
 
     /// The most memory the store's sessions may take, in bytes (256 MiB by default): their
-    /// keys and values, and about 520 bytes of bookkeeping each. Past it, the least recently
+    /// keys and values, and about 110 bytes of bookkeeping each. Past it, the least recently
     /// used sessions are evicted. A session heavier than the whole bound counts as the whole
     /// bound: it is kept, and evicts the others.
     ///
     /// ```
     /// use actix_kv_session::storage::MemoryStore;
     ///
-    /// // A one-key session takes about 610 bytes: room for about 100,000 of them.
+    /// // A one-key session takes about 140 bytes: room for about 480,000 of them (if
+    /// // `max_sessions` allows as many).
     /// let store = MemoryStore::builder().max_bytes(64 * 1024 * 1024).build();
     /// ```
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
@@ -240,27 +241,24 @@ impl MemoryStoreBuilder {
     /// ```
     #[must_use]
     pub fn build(self) -> MemoryStore {
-        let weigher = Weigher::new(self.bytes, self.sessions.max(1));
+        let sessions = self.sessions.max(1);
+        // A small store, by either bound, has fewer shards (see `SESSIONS_PER_SHARD`).
+        let fit = sessions.min(self.bytes / Weigher::SESSION_OVERHEAD as u64);
+        let shards = (fit / SESSIONS_PER_SHARD).clamp(1, MAX_SHARDS);
+        let shards = 1 << shards.ilog2();
+        let hasher = Hasher::default();
         MemoryStore {
-            cache: Cache::builder()
-                .max_capacity(self.bytes)
-                .weigher(|_, slot: &Arc<Slot>| slot.counted_weight())
-                // Least recently used: a new session is the most recent, so it is kept.
-                // moka's default (TinyLFU) refuses new entries once the cache is full.
-                .eviction_policy(EvictionPolicy::lru())
-                .expire_after(IdleExpiry)
-                // A slot the cache lets go of is dead: a request that still holds it (from
-                // its load) must find it so, not write into a session nobody can read. A
-                // slot replaced by itself (weighed again) stays as it is.
-                .eviction_listener(|_, slot: Arc<Slot>, cause| {
-                    if cause != RemovalCause::Replaced {
-                        slot.kill();
-                    }
-                })
-                .build_with_hasher(Hasher::default()),
-            last_loaded: LastLoaded::new(),
-            weigher,
-            max_session_bytes: self.session_bytes,
+            inner: Arc::new(Inner {
+                shards: (0..shards)
+                    .map(|_| Padded(Mutex::new(Shard::new(hasher.clone()))))
+                    .collect(),
+                hasher,
+                weighed: AtomicU64::new(0),
+                max_bytes: self.bytes,
+                weigher: Weigher::new(self.bytes, sessions),
+                max_session_bytes: self.session_bytes,
+                epoch: Instant::now(),
+            }),
         }
     }
 }
@@ -281,9 +279,9 @@ impl MemoryStore {
         }
     }
 
-    /// How many sessions the store holds (and markers of renewed ones). Approximate:
-    /// evictions and expiries are applied in batches; call
-    /// [`run_pending_tasks`](Self::run_pending_tasks) first for a settled figure.
+    /// How many sessions the store holds (and markers of renewed ones), expired ones not
+    /// yet swept out included: call [`run_pending_tasks`](Self::run_pending_tasks) first to
+    /// count only the live ones.
     ///
     /// ```
     /// use actix_kv_session::{storage::MemoryStore, Session, SessionMiddleware};
@@ -303,18 +301,21 @@ impl MemoryStore {
     /// )
     /// .await;
     /// test::call_service(&app, test::TestRequest::post().uri("/login").to_request()).await;
-    /// store.run_pending_tasks();
     /// assert_eq!(store.session_count(), 1);
     /// # });
     /// ```
     #[must_use]
     pub fn session_count(&self) -> u64 {
-        self.cache.entry_count()
+        let inner = &*self.inner;
+        (0..inner.shards.len())
+            .map(|at| inner.lock(at).len() as u64)
+            .sum()
     }
 
     /// What the stored sessions count against [`max_bytes`](MemoryStoreBuilder::max_bytes):
-    /// their memory, or `max_bytes / max_sessions` for those smaller than that. Approximate,
-    /// as [`session_count`](Self::session_count).
+    /// their memory, or `max_bytes / max_sessions` for those smaller than that. Expired
+    /// sessions count until they are swept out, as for
+    /// [`session_count`](Self::session_count).
     ///
     /// ```
     /// use std::time::Duration;
@@ -328,7 +329,6 @@ impl MemoryStore {
     /// let store = MemoryStore::builder().max_bytes(1_000_000).max_sessions(1_000).build();
     /// let data = SessionMap::from([("user".to_owned(), r#""ada""#.to_owned())]);
     /// store.create(&SessionId::generate(), &data, Duration::from_secs(60)).await?;
-    /// store.run_pending_tasks();
     /// // A small session counts as `max_bytes / max_sessions`.
     /// assert_eq!(store.weighted_bytes(), 1_000);
     /// # Ok::<(), actix_kv_session::StoreError>(())
@@ -336,10 +336,11 @@ impl MemoryStore {
     /// ```
     #[must_use]
     pub fn weighted_bytes(&self) -> u64 {
-        self.cache.weighted_size()
+        self.inner.weighed.load(Ordering::Relaxed)
     }
 
-    /// Applies pending evictions and expiries now, instead of at the next batch.
+    /// Removes every expired session now. Without it, new sessions sweep the expired ones
+    /// out a few at a time, and any operation on an expired session removes it.
     ///
     /// ```
     /// use std::time::Duration;
@@ -351,67 +352,142 @@ impl MemoryStore {
     ///
     /// # actix_web::rt::System::new().block_on(async {
     /// let store = MemoryStore::default();
-    /// let id = SessionId::generate();
     /// let data = SessionMap::from([("user".to_owned(), r#""ada""#.to_owned())]);
-    /// store.create(&id, &data, Duration::from_secs(60)).await?;
-    /// store.delete(&id).await?;
+    /// store.create(&SessionId::generate(), &data, Duration::from_millis(1)).await?;
+    /// std::thread::sleep(Duration::from_millis(5));
+    /// assert_eq!(store.session_count(), 1); // expired, not yet swept out
     /// store.run_pending_tasks();
     /// assert_eq!(store.session_count(), 0);
     /// # Ok::<(), actix_kv_session::StoreError>(())
     /// # }).unwrap();
     /// ```
     pub fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks();
-    }
-
-    /// Drops a session's slot from the cache after marking it dead.
-    fn remove(&self, id: &SessionId, slot: &Slot) {
-        slot.kill();
-        self.cache.invalidate(id);
-    }
-
-    /// The slot of `id`: the one this thread's last load found, if it was this session's,
-    /// else the cache's.
-    fn slot(&self, id: &SessionId) -> Option<Arc<Slot>> {
-        self.last_loaded.take(id).or_else(|| self.cache.get(id))
-    }
-
-    /// Writes the slot to the cache again, so the cache counts its latest weight (read now,
-    /// whichever of two concurrent writes gets here last) and its time to live (the cache's
-    /// expiry, set from the slot's TTL when it was last read or written, would drop a slot
-    /// whose TTL grew before its deadline). Call it
-    /// without holding the slot's lock: the cache may evict, and eviction locks the evicted
-    /// slot. A slot that died meanwhile (purged, evicted) is taken out again.
-    fn reinsert(&self, id: &SessionId, slot: &Arc<Slot>) {
-        slot.count_latest_weight();
-        self.cache.insert(*id, Arc::clone(slot));
-        if slot.is_dead() {
-            self.cache.invalidate(id);
+        let inner = &*self.inner;
+        let now = inner.now();
+        for at in 0..inner.shards.len() {
+            let freed = inner.lock(at).sweep(now, usize::MAX);
+            inner.weighed.fetch_sub(freed, Ordering::Relaxed);
         }
+    }
+
+    /// Refuses changes that would make a session larger than the size limit.
+    fn check_size_after(&self, fields: &Fields, changes: &ChangeSet) -> Result<(), StoreError> {
+        // Spares counting the session's size when it plainly fits: its text holds more than
+        // its keys and values, and nothing grows it more than the changes' keys and values.
+        let added: usize = changes
+            .changes()
+            .iter()
+            .map(|change| change.key().len() + change.value().map_or(0, str::len))
+            .sum();
+        if fields.size_bound().saturating_add(added) <= self.inner.max_session_bytes {
+            return Ok(());
+        }
+        self.check_size(fields.size_after(changes))
     }
 
     /// Refuses a session over the size limit.
     fn check_size(&self, size: usize) -> Result<(), StoreError> {
-        if size > self.max_session_bytes {
+        let limit = self.inner.max_session_bytes;
+        if size > limit {
             return Err(StoreError::TooLarge {
                 size,
-                limit: Some(self.max_session_bytes),
+                limit: Some(limit),
             });
         }
         Ok(())
     }
+}
 
-    /// Stores a new session under `id`, unless something is there.
-    fn insert_new(&self, id: &SessionId, fields: Fields, ttl: Duration) -> Result<(), StoreError> {
-        let weight = self.weigher.weigh(&fields);
-        let entry = self
-            .cache
-            .entry(*id)
-            .or_insert_with(|| Arc::new(Slot::new(fields, ttl, weight)));
-        if entry.is_fresh() {
-            Ok(())
+impl Inner {
+    /// Microseconds since the store was built.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The deadline of a session written at `now` to live `ttl`.
+    fn deadline(now: u64, ttl: Duration) -> u64 {
+        now.saturating_add(u64::try_from(ttl.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// The shard of a session.
+    fn shard_of(&self, id: &PackedId) -> usize {
+        // Bits the shard's own table does not use to place the id: its low bits pick the
+        // bucket, its top seven tell ids in a bucket group apart.
+        let hash = self.hasher.hash_one(id);
+        (hash >> 32) as usize & (self.shards.len() - 1)
+    }
+
+    fn lock(&self, at: usize) -> MutexGuard<'_, Shard> {
+        // A shard's state is consistent between its methods: none panics halfway.
+        self.shards[at]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The slot of a live session (or marker) `id`; an expired one is removed.
+    fn find(&self, shard: &mut Shard, id: &PackedId, now: u64) -> Option<u32> {
+        let (slot, expired) = shard.find(id, now);
+        self.weighed
+            .fetch_sub(u64::from(expired), Ordering::Relaxed);
+        slot
+    }
+
+    fn insert(&self, shard: &mut Shard, entry: Entry) -> u32 {
+        self.weighed
+            .fetch_add(u64::from(entry.weight), Ordering::Relaxed);
+        shard.insert(entry)
+    }
+
+    fn remove(&self, shard: &mut Shard, slot: u32) {
+        let weight = shard.remove(slot).weight;
+        self.weighed.fetch_sub(u64::from(weight), Ordering::Relaxed);
+    }
+
+    /// Sets the weight of `entry`; true when it grew.
+    fn reweigh(&self, entry: &mut Entry, weight: u32) -> bool {
+        let old = std::mem::replace(&mut entry.weight, weight);
+        if weight > old {
+            self.weighed
+                .fetch_add(u64::from(weight - old), Ordering::Relaxed);
         } else {
-            Err(StoreError::IdInUse)
+            self.weighed
+                .fetch_sub(u64::from(old - weight), Ordering::Relaxed);
+        }
+        weight > old
+    }
+
+    fn over_bound(&self) -> bool {
+        self.weighed.load(Ordering::Relaxed) > self.max_bytes
+    }
+
+    /// Evicts least recently used sessions until the store is within its bound, never
+    /// `keep` (the session just written, in the locked `shard`): first from `shard`, then,
+    /// if it holds nothing else, one at a time from each of the others in turn.
+    fn trim(&self, mut shard: MutexGuard<'_, Shard>, at: usize, keep: u32) {
+        while self.over_bound() {
+            let Some(oldest) = shard.oldest_but(keep) else {
+                break;
+            };
+            self.remove(&mut shard, oldest);
+        }
+        drop(shard);
+        let others = || (1..self.shards.len()).map(|k| (at + k) % self.shards.len());
+        while self.over_bound() {
+            let mut evicted = false;
+            for other in others() {
+                let mut shard = self.lock(other);
+                if let Some(oldest) = shard.oldest() {
+                    self.remove(&mut shard, oldest);
+                    evicted = true;
+                }
+                if !self.over_bound() {
+                    return;
+                }
+            }
+            if !evicted {
+                return;
+            }
         }
     }
 }
@@ -425,29 +501,29 @@ impl Default for MemoryStore {
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("sessions", &self.cache.entry_count())
-            .field("weighted_bytes", &self.cache.weighted_size())
-            .field("max_bytes", &self.cache.policy().max_capacity())
-            .field("max_session_bytes", &self.max_session_bytes)
+            .field("sessions", &self.session_count())
+            .field("weighted_bytes", &self.weighted_bytes())
+            .field("max_bytes", &self.inner.max_bytes)
+            .field("max_session_bytes", &self.inner.max_session_bytes)
             .finish_non_exhaustive()
     }
 }
 
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &SessionId) -> Result<Option<SessionMap>, StoreError> {
-        let Some(slot) = self.cache.get(id) else {
+        let inner = &*self.inner;
+        let (id, now) = (PackedId::from(id), inner.now());
+        let mut shard = inner.lock(inner.shard_of(&id));
+        let Some(slot) = inner.find(&mut shard, &id, now) else {
             return Ok(None);
         };
-        let map = match slot.find() {
-            Found::Alive(alive) => alive.fields().to_map(),
-            // The marker of a renewed session stays, for the requests still in flight.
-            Found::Moved => return Ok(None),
-            Found::Gone => {
-                self.remove(id, &slot);
-                return Ok(None);
-            }
-        };
-        self.last_loaded.remember(id, slot);
+        let entry = shard.entry(slot);
+        // The marker of a renewed session stays, for the requests still in flight.
+        if entry.moved {
+            return Ok(None);
+        }
+        let map = entry.fields.to_map();
+        shard.touch(slot);
         Ok(Some(map))
     }
 
@@ -459,33 +535,48 @@ impl SessionStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let fields = Fields::from_map(data);
         self.check_size(fields.size())?;
-        self.insert_new(id, fields, ttl)
+        let inner = &*self.inner;
+        let weight = inner.weigher.weigh(&fields);
+        let (id, now) = (PackedId::from(id), inner.now());
+        let at = inner.shard_of(&id);
+        let mut shard = inner.lock(at);
+        let swept = shard.sweep_step(now);
+        inner.weighed.fetch_sub(swept, Ordering::Relaxed);
+        if inner.find(&mut shard, &id, now).is_some() {
+            return Err(StoreError::IdInUse);
+        }
+        let entry = Entry::new(id, fields, Inner::deadline(now, ttl), weight);
+        let slot = inner.insert(&mut shard, entry);
+        inner.trim(shard, at, slot);
+        Ok(())
     }
 
     async fn update(&self, id: &SessionId, changes: &ChangeSet) -> Result<SaveOutcome, StoreError> {
-        let Some(slot) = self.slot(id) else {
+        let inner = &*self.inner;
+        let (id, now) = (PackedId::from(id), inner.now());
+        let at = inner.shard_of(&id);
+        let mut shard = inner.lock(at);
+        let Some(slot) = inner.find(&mut shard, &id, now) else {
             return Ok(SaveOutcome::Gone);
         };
-        let (reweigh, longer) = {
-            let mut alive = match slot.find() {
-                Found::Alive(alive) => alive,
-                Found::Moved => return Ok(SaveOutcome::Moved),
-                Found::Gone => return Ok(SaveOutcome::Gone),
-            };
-            if changes.conflicts_with(alive.fields()) {
-                return Ok(SaveOutcome::Conflict);
-            }
-            self.check_size(alive.fields().size_after(changes))?;
-            if !alive.apply(changes) {
-                drop(alive);
-                self.cache.invalidate(id);
-                return Ok(SaveOutcome::Emptied);
-            }
-            let longer = alive.extend(changes.ttl());
-            (alive.weigh(|fields| self.weigher.weigh(fields)), longer)
-        };
-        if reweigh || longer {
-            self.reinsert(id, &slot);
+        let entry = shard.entry_mut(slot);
+        if entry.moved {
+            return Ok(SaveOutcome::Moved);
+        }
+        if changes.conflicts_with(&entry.fields) {
+            return Ok(SaveOutcome::Conflict);
+        }
+        self.check_size_after(&entry.fields, changes)?;
+        changes.apply_to(&mut entry.fields);
+        if entry.fields.is_empty() {
+            inner.remove(&mut shard, slot);
+            return Ok(SaveOutcome::Emptied);
+        }
+        entry.deadline = Inner::deadline(now, changes.ttl());
+        let grew = inner.reweigh(entry, inner.weigher.weigh(&entry.fields));
+        shard.touch(slot);
+        if grew {
+            inner.trim(shard, at, slot);
         }
         Ok(SaveOutcome::Saved)
     }
@@ -496,58 +587,230 @@ impl SessionStore for MemoryStore {
         to: &SessionId,
         changes: &ChangeSet,
     ) -> Result<SaveOutcome, StoreError> {
-        let Some(slot) = self.slot(from) else {
+        let inner = &*self.inner;
+        let (from, to, now) = (PackedId::from(from), PackedId::from(to), inner.now());
+        let (from_at, to_at) = (inner.shard_of(&from), inner.shard_of(&to));
+        // Both shards locked, in their order, so that the move is atomic: no update of the
+        // old id slips in between the copy and the marker, and a failed move leaves all as
+        // it was.
+        let (mut from_shard, mut to_shard) = match from_at.cmp(&to_at) {
+            std::cmp::Ordering::Equal => (inner.lock(from_at), None),
+            std::cmp::Ordering::Less => {
+                let first = inner.lock(from_at);
+                (first, Some(inner.lock(to_at)))
+            }
+            std::cmp::Ordering::Greater => {
+                let first = inner.lock(to_at);
+                (inner.lock(from_at), Some(first))
+            }
+        };
+        let Some(from_slot) = inner.find(&mut from_shard, &from, now) else {
             return Ok(SaveOutcome::Gone);
         };
-        let (old, merged) = {
-            let alive = match slot.find() {
-                Found::Alive(alive) => alive,
-                Found::Moved => return Ok(SaveOutcome::Moved),
-                Found::Gone => return Ok(SaveOutcome::Gone),
-            };
-            if changes.conflicts_with(alive.fields()) {
-                return Ok(SaveOutcome::Conflict);
-            }
-            self.check_size(alive.fields().size_after(changes))?;
-            let mut merged = alive.fields().clone();
-            changes.apply_to(&mut merged);
-            if merged.is_empty() {
-                drop(alive);
-                self.remove(from, &slot);
-                return Ok(SaveOutcome::Emptied);
-            }
-            // From here on no request may write to the old id: it is the marker.
-            let marker_weight = self.weigher.weigh(&Fields::default());
-            let old = alive.into_marker(moved_marker_ttl(changes.ttl()), marker_weight);
-            (old, merged)
-        };
-        if let Err(err) = self.insert_new(to, merged, changes.ttl()) {
-            slot.revive(old);
-            return Err(err);
+        let entry = from_shard.entry(from_slot);
+        if entry.moved {
+            return Ok(SaveOutcome::Moved);
         }
-        // Counted again as an empty marker, with the marker's time to live.
-        self.reinsert(from, &slot);
+        if changes.conflicts_with(&entry.fields) {
+            return Ok(SaveOutcome::Conflict);
+        }
+        self.check_size_after(&entry.fields, changes)?;
+        let mut merged = entry.fields.clone();
+        changes.apply_to(&mut merged);
+        if merged.is_empty() {
+            inner.remove(&mut from_shard, from_slot);
+            return Ok(SaveOutcome::Emptied);
+        }
+        let target = match to_shard.as_deref_mut() {
+            Some(shard) => shard,
+            None => &mut *from_shard,
+        };
+        if inner.find(target, &to, now).is_some() {
+            return Err(StoreError::IdInUse);
+        }
+        let weight = inner.weigher.weigh(&merged);
+        let moved = Entry::new(to, merged, Inner::deadline(now, changes.ttl()), weight);
+        let to_slot = inner.insert(target, moved);
+        // From here on no request may write to the old id: it is the marker.
+        let marker = from_shard.entry_mut(from_slot);
+        marker.fields = Fields::default();
+        marker.moved = true;
+        marker.deadline = Inner::deadline(now, moved_marker_ttl(changes.ttl()));
+        inner.reweigh(marker, inner.weigher.weigh(&Fields::default()));
+        match to_shard {
+            Some(to_shard) => {
+                drop(from_shard);
+                inner.trim(to_shard, to_at, to_slot);
+            }
+            None => inner.trim(from_shard, from_at, to_slot),
+        }
         Ok(SaveOutcome::Saved)
     }
 
     async fn touch(&self, id: &SessionId, ttl: Duration) -> Result<bool, StoreError> {
-        let Some(slot) = self.slot(id) else {
+        let inner = &*self.inner;
+        let (id, now) = (PackedId::from(id), inner.now());
+        let mut shard = inner.lock(inner.shard_of(&id));
+        let Some(slot) = inner.find(&mut shard, &id, now) else {
             return Ok(false);
         };
-        let longer = match slot.find() {
-            Found::Alive(mut alive) => alive.extend(ttl),
-            Found::Moved | Found::Gone => return Ok(false),
-        };
-        if longer {
-            self.reinsert(id, &slot);
+        let entry = shard.entry_mut(slot);
+        if entry.moved {
+            return Ok(false);
         }
+        entry.deadline = Inner::deadline(now, ttl);
+        shard.touch(slot);
         Ok(true)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        if let Some(slot) = self.slot(id) {
-            self.remove(id, &slot);
+        let inner = &*self.inner;
+        let (id, now) = (PackedId::from(id), inner.now());
+        let mut shard = inner.lock(inner.shard_of(&id));
+        if let Some(slot) = inner.find(&mut shard, &id, now) {
+            inner.remove(&mut shard, slot);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{ConflictPolicy, KeyChange};
+
+    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+        actix_web::rt::System::new().block_on(future)
+    }
+
+    fn data(value: &str) -> SessionMap {
+        SessionMap::from([("foo".to_owned(), value.to_owned())])
+    }
+
+    fn set(value: &str, ttl: Duration) -> ChangeSet {
+        let change = KeyChange::new("foo".into(), Some(value.into()), None);
+        ChangeSet::new(vec![change], ConflictPolicy::LastWriteWins, ttl)
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_store_has_fewer_shards_the_fewer_sessions_it_holds() {
+        let shards = |builder: MemoryStoreBuilder| builder.build().inner.shards.len();
+        assert_eq!(shards(MemoryStore::builder()), 64);
+        assert_eq!(shards(MemoryStore::builder().max_sessions(20_000)), 16);
+        assert_eq!(shards(MemoryStore::builder().max_sessions(2_047)), 1);
+        // A million bytes hold some nine thousand small sessions.
+        assert_eq!(shards(MemoryStore::builder().max_bytes(1_000_000)), 8);
+        assert_eq!(shards(MemoryStore::builder().max_sessions(0)), 1);
+    }
+
+    /// Each shard evicts its own least recently used sessions: the store holds its bound,
+    /// the newest sessions stay, and so does one used now and then.
+    #[test]
+    fn a_store_of_many_shards_keeps_its_bound_its_newest_and_its_regulars() {
+        run(async {
+            let store = MemoryStore::builder().max_sessions(20_000).build();
+            assert_eq!(store.inner.shards.len(), 16);
+            let regular = SessionId::generate();
+            store.create(&regular, &data("1"), HOUR).await.unwrap();
+            let mut ids = Vec::new();
+            for i in 0..60_000 {
+                let id = SessionId::generate();
+                store.create(&id, &data("1"), HOUR).await.unwrap();
+                ids.push(id);
+                if i % 1_000 == 0 {
+                    assert!(store.load(&regular).await.unwrap().is_some(), "at {i}");
+                }
+            }
+            let count = store.session_count();
+            assert!((19_900..=20_000).contains(&count), "{count} sessions kept");
+            assert!(store.weighted_bytes() <= DEFAULT_MAX_BYTES);
+            for id in &ids[ids.len() - 1_000..] {
+                assert!(store.load(id).await.unwrap().is_some());
+            }
+        });
+    }
+
+    /// When a session's own shard holds nothing else to evict, the other shards make room,
+    /// and the new session is kept.
+    #[test]
+    fn heavy_sessions_evict_from_other_shards_and_are_kept() {
+        run(async {
+            let store = MemoryStore::builder()
+                .max_sessions(1_000_000)
+                .max_bytes(1_000_000)
+                .build();
+            assert_eq!(store.inner.shards.len(), 8);
+            let heavy = data(&"x".repeat(100_000));
+            for _ in 0..50 {
+                let id = SessionId::generate();
+                store.create(&id, &heavy, HOUR).await.unwrap();
+                assert!(
+                    store.load(&id).await.unwrap().is_some(),
+                    "a new session evicted"
+                );
+                assert!(store.weighted_bytes() <= 1_000_000);
+            }
+            assert!(store.session_count() <= 9, "{}", store.session_count());
+        });
+    }
+
+    /// New sessions sweep out the expired ones, so that sessions nobody asks for again do
+    /// not stay in memory until evicted.
+    #[test]
+    fn new_sessions_sweep_out_expired_ones() {
+        run(async {
+            let store = MemoryStore::builder().max_sessions(1_000).build();
+            for _ in 0..500 {
+                let id = SessionId::generate();
+                store
+                    .create(&id, &data("1"), Duration::from_millis(1))
+                    .await
+                    .unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            for _ in 0..500 {
+                let id = SessionId::generate();
+                store.create(&id, &data("1"), HOUR).await.unwrap();
+            }
+            assert_eq!(store.session_count(), 500, "expired sessions left");
+            assert_eq!(
+                store.weighted_bytes(),
+                500 * u64::from(store.inner.weigher.floor)
+            );
+        });
+    }
+
+    /// The weight counted for the store follows every write and removal exactly.
+    #[test]
+    fn the_counted_weight_follows_writes_and_removals() {
+        run(async {
+            // A floor of one byte: sessions weigh their memory.
+            let store = MemoryStore::builder()
+                .max_sessions(1_000_000_000)
+                .max_bytes(1_000_000_000)
+                .build();
+            let weigh =
+                |value: &str| u64::from(store.inner.weigher.weigh(&Fields::from_map(&data(value))));
+            let (id, renewed) = (SessionId::generate(), SessionId::generate());
+            store.create(&id, &data("1"), HOUR).await.unwrap();
+            assert_eq!(store.weighted_bytes(), weigh("1"));
+            let long = "y".repeat(1_000);
+            store.update(&id, &set(&long, HOUR)).await.unwrap();
+            assert_eq!(store.weighted_bytes(), weigh(&long));
+            store.renew(&id, &renewed, &set("2", HOUR)).await.unwrap();
+            let marker = u64::from(store.inner.weigher.weigh(&Fields::default()));
+            assert_eq!(store.weighted_bytes(), weigh("2") + marker);
+            store.delete(&id).await.unwrap();
+            let empty = ChangeSet::new(
+                vec![KeyChange::new("foo".into(), None, None)],
+                ConflictPolicy::LastWriteWins,
+                HOUR,
+            );
+            let outcome = store.update(&renewed, &empty).await.unwrap();
+            assert_eq!(outcome, SaveOutcome::Emptied);
+            assert_eq!((store.weighted_bytes(), store.session_count()), (0, 0));
+        });
     }
 }
