@@ -60,11 +60,18 @@ impl Fields {
         self.0.len()
     }
 
-    /// The size once `changes` are applied (an upper bound if a change set names a key
-    /// twice).
+    /// The size once `changes` are applied; of a key named twice, the last change counts,
+    /// as when they are applied.
     pub(super) fn size_after(&self, changes: &ChangeSet) -> usize {
         let mut size = self.size();
-        for change in changes.changes() {
+        let changes = changes.changes();
+        for (i, change) in changes.iter().enumerate() {
+            if changes[i + 1..]
+                .iter()
+                .any(|later| later.key() == change.key())
+            {
+                continue;
+            }
             if let Some(old) = self.get(change.key()) {
                 size = size.saturating_sub(change.key().len() + old.len());
             }

@@ -73,9 +73,11 @@ type Hasher = foldhash::fast::RandomState;
 /// Sessions sit in shards (up to 64, by the hash of their id), each a hash table, a list in
 /// least recently used order and a lock: an operation locks its session's shard, so an
 /// update merges its changes atomically, in place, and requests on sessions of other
-/// shards do not wait for it. Each shard evicts its own least recently used sessions; with
-/// a thousand sessions or more per shard at the bound, they are about the oldest of the
-/// whole store (a small store has fewer shards, one below 2,048 sessions).
+/// shards do not wait for it. Each shard evicts its own least recently used sessions first,
+/// then the others' in turn: with a thousand sessions or more per shard at the bound, they
+/// are about the oldest of the whole store (a small store has fewer shards, one below 2,048
+/// sessions). With few sessions per shard (a byte bound filled by large sessions), a large
+/// new session can evict a recently used one of its own shard before older ones elsewhere.
 ///
 /// A session is compact: its id in 17 bytes, its keys and values in one string, no lock,
 /// reference count or queue node of its own. Measured with
@@ -100,6 +102,9 @@ struct Inner {
     max_session_bytes: usize,
     /// The instant deadlines count from.
     epoch: Instant,
+    /// Held while evicting from other shards than the written session's: two writers over
+    /// the bound at once would otherwise each evict the other's new session.
+    trimming: Mutex<()>,
 }
 
 /// A shard's lock on cache lines of its own, so that threads locking neighbouring shards
@@ -242,8 +247,12 @@ impl MemoryStoreBuilder {
     #[must_use]
     pub fn build(self) -> MemoryStore {
         let sessions = self.sessions.max(1);
+        // A session weighs at most `u32::MAX` (see `Weigher`): a byte bound above that many
+        // per session would let more than `max_sessions` fit. Cut to it, the bound in
+        // sessions holds, and the one in bytes is past what that many sessions can take.
+        let bytes = self.bytes.min(sessions.saturating_mul(u64::from(u32::MAX)));
         // A small store, by either bound, has fewer shards (see `SESSIONS_PER_SHARD`).
-        let fit = sessions.min(self.bytes / Weigher::SESSION_OVERHEAD as u64);
+        let fit = sessions.min(bytes / Weigher::SESSION_OVERHEAD as u64);
         let shards = (fit / SESSIONS_PER_SHARD).clamp(1, MAX_SHARDS);
         let shards = 1 << shards.ilog2();
         let hasher = Hasher::default();
@@ -254,8 +263,9 @@ impl MemoryStoreBuilder {
                     .collect(),
                 hasher,
                 weighed: AtomicU64::new(0),
-                max_bytes: self.bytes,
-                weigher: Weigher::new(self.bytes, sessions),
+                max_bytes: bytes,
+                weigher: Weigher::new(bytes, sessions),
+                trimming: Mutex::new(()),
                 max_session_bytes: self.session_bytes,
                 epoch: Instant::now(),
             }),
@@ -472,11 +482,24 @@ impl Inner {
             self.remove(&mut shard, oldest);
         }
         drop(shard);
+        if !self.over_bound() {
+            return;
+        }
+        // One writer at a time past here, each checking the bound again under the lock of
+        // the shard it evicts from: a writer that finds the store within its bound, thanks
+        // to another's eviction, stops.
+        let _trimming = self
+            .trimming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let others = || (1..self.shards.len()).map(|k| (at + k) % self.shards.len());
         while self.over_bound() {
             let mut evicted = false;
             for other in others() {
                 let mut shard = self.lock(other);
+                if !self.over_bound() {
+                    return;
+                }
                 if let Some(oldest) = shard.oldest() {
                     self.remove(&mut shard, oldest);
                     evicted = true;
