@@ -126,7 +126,8 @@ struct Copy {
     /// The generation of the connection that read it (see `per_thread.rs`).
     reader: u64,
     deadline: Instant,
-    data: SessionMap,
+    /// Shared: a keep by another connection carries this copy over without copying it.
+    data: Arc<SessionMap>,
 }
 
 /// The longest [`NearCache::max_age`] taken: moka refuses a time to live over 1,000 years.
@@ -183,7 +184,7 @@ impl Near {
         let copy = cached.copies.iter().find(|copy| copy.reader == reader)?;
         if Instant::now() < copy.deadline {
             crate::observe::near_cache(true);
-            Some(copy.data.clone())
+            Some(SessionMap::clone(&copy.data))
         } else {
             None
         }
@@ -228,7 +229,7 @@ impl Near {
                 .map(|copy| Copy {
                     reader: copy.reader,
                     deadline: copy.deadline,
-                    data: copy.data.clone(),
+                    data: Arc::clone(&copy.data),
                 })
                 .collect(),
             None => Vec::with_capacity(1),
@@ -236,7 +237,7 @@ impl Near {
         copies.push(Copy {
             reader,
             deadline: ticket.sent + Duration::from_millis(millis),
-            data: data.clone(),
+            data: Arc::new(data.clone()),
         });
         self.cache
             .insert(key.to_owned(), Arc::new(Cached { copies }));
