@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod certificates;
+pub mod counter_session;
 pub mod faults;
 pub mod instances;
 pub mod lifecycle;

@@ -8,14 +8,12 @@
 use std::time::{Duration, Instant};
 
 use actix_kv_session::{
-    storage::{
-        ChangeSet, ConflictPolicy, KeyChange, NearCache, RedisLayout, RedisStore, SaveOutcome,
-        SessionMap, SessionStore,
-    },
+    storage::{ConflictPolicy, NearCache, RedisLayout, RedisStore, SaveOutcome, SessionStore},
     SessionId, SessionMiddleware,
 };
 use actix_web::http::StatusCode;
 use deadpool_redis::redis::{self, AsyncCommands};
+use tests::counter_session::{counter, set_foo};
 use tests::{init_app, servers::ServerProcess, suite::get};
 
 fn near(server: &ServerProcess) -> RedisStore {
@@ -66,19 +64,6 @@ async fn calls(admin: &mut redis::aio::MultiplexedConnection, command: &str) -> 
         .find_map(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |n| n.parse().unwrap())
-}
-
-fn counter(value: &str) -> SessionMap {
-    SessionMap::from([("foo".to_owned(), value.to_owned())])
-}
-
-fn set_foo(value: &str, seen: &str, policy: ConflictPolicy) -> ChangeSet {
-    let change = KeyChange::new(
-        "foo".to_owned(),
-        Some(value.to_owned()),
-        Some(seen.to_owned()),
-    );
-    ChangeSet::new(vec![change], policy, Duration::from_mins(10))
 }
 
 /// A session of `foo = 1` created through `writer` and read through `reader`, which caches

@@ -15,12 +15,12 @@ use std::{
 
 use actix_kv_session::{
     storage::{
-        ChangeSet, ConflictPolicy, KeyChange, NearCache, RedisLayout, RedisStore, SaveOutcome,
-        SessionMap, SessionStore,
+        ConflictPolicy, NearCache, RedisLayout, RedisStore, SaveOutcome, SessionMap, SessionStore,
     },
     SessionId,
 };
 use deadpool_redis::redis::{self, AsyncCommands};
+use tests::counter_session::{counter, set_foo};
 use tests::{proxy::Proxy, servers::ServerProcess};
 
 fn near_at(url: &str) -> RedisStore {
@@ -37,19 +37,6 @@ fn near(server: &ServerProcess) -> RedisStore {
 async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(url).unwrap();
     client.get_multiplexed_async_connection().await.unwrap()
-}
-
-fn counter(value: &str) -> SessionMap {
-    SessionMap::from([("foo".to_owned(), value.to_owned())])
-}
-
-fn set_foo(value: &str, seen: &str, policy: ConflictPolicy) -> ChangeSet {
-    let change = KeyChange::new(
-        "foo".to_owned(),
-        Some(value.to_owned()),
-        Some(seen.to_owned()),
-    );
-    ChangeSet::new(vec![change], policy, Duration::from_mins(10))
 }
 
 fn foo_of(loaded: Option<&SessionMap>) -> Option<&str> {
