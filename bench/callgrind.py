@@ -21,7 +21,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER = os.path.join(ROOT, "target", "release", "bench")
+# BENCH_SERVER: another build of the server, to count a change before and after in one run.
+SERVER = os.environ.get("BENCH_SERVER") or os.path.join(ROOT, "target", "release", "bench")
 
 
 def free_port():

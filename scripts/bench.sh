@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The side-by-side benchmark: bare actix-web, hand-written Redis, this crate's three stores
-# (both conflict policies), actix-session (cookie, Redis) and Python's sanic_session
-# (in-memory, Redis), each on /noop, /counter and /read. Prints the table, the ratios, lost
-# updates and the memory store's bytes per session, and writes them to docs/bench/ with a
-# chart. A full run is 12 kinds x 3 routes x 3 rounds x 5 s of wrk (9 minutes), plus
-# start-up and the memory probe.
+# The side-by-side benchmark: bare actix-web, the same session features by hand, hand-written
+# Redis, this crate's three stores (both conflict policies), actix-session (cookie, Redis) and
+# Python's sanic_session (in-memory, Redis), each on /noop, /counter and /read. Prints the
+# table, the ratios, lost updates and the memory store's bytes per session, and writes them to
+# docs/bench/ with a chart. A full run is 16 kinds x 3 routes x 3 rounds x 5 s of wrk (12
+# minutes), plus start-up and the memory probe.
 #
-#   scripts/bench.sh                       # full run (about 10 minutes)
+#   scripts/bench.sh                       # full run (about 15 minutes)
 #   scripts/bench.sh --seconds 2 --rounds 1 --memory-sessions 100000   # quick look
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,7 +6,9 @@
 //!   read-only request, measured like `/counter`; also sums the counters afterwards);
 //! - `GET /stats`: how many `/counter` requests were answered 2xx.
 //!
-//! Kinds: `bare` (no session library: a cookie and a map lookup by hand), `bare-redis`
+//! Kinds: `bare` (no session library: a cookie and a map lookup by hand), `bare-equivalent`
+//! (by hand as well, but doing for its user what our `/counter` does: JSON values, a TTL, the
+//! cookie's `Max-Age` sent again on each write), `bare-redis`
 //! (the same work on Redis by hand: `HGETALL`, then `HSET` and `PEXPIRE`, through a
 //! deadpool-redis pool), `ours-memory`, `ours-memory-signed` (signed cookies), `ours-redis`, `ours-memcached` (each with
 //! `--strict` for the strict conflict policy), `as-cookie` and `as-redis` (actix-session
@@ -188,6 +190,59 @@ async fn bare_read(req: HttpRequest, map: web::Data<Counters>) -> String {
     count.unwrap_or(0).to_string()
 }
 
+/// `bare-equivalent`: what our `/counter` does for its user, written by hand for this one
+/// route: the value kept as JSON text under its key in a map of the session's keys, a
+/// deadline per session (30 minutes, pushed back by each write, checked on each read), and the
+/// cookie sent again with its `Max-Age` on each write so that the browser keeps it as long as
+/// the server does. No library: what the session features cost when written for one route.
+type Sessions = Arc<Mutex<HashMap<String, (std::time::Instant, HashMap<String, String>)>>>;
+
+const EQUIVALENT_TTL: std::time::Duration = std::time::Duration::from_hours(30 * 24);
+
+fn equivalent_cookie(id: String) -> Cookie<'static> {
+    let mut cookie = Cookie::new("session", id);
+    cookie.set_path("/");
+    cookie.set_http_only(true);
+    cookie.set_same_site(actix_web::cookie::SameSite::Lax);
+    cookie.set_max_age(actix_web::cookie::time::Duration::days(30));
+    cookie
+}
+
+async fn equivalent_counter(req: HttpRequest, map: web::Data<Sessions>) -> HttpResponse {
+    let now = std::time::Instant::now();
+    let existing = cookie_of(&req);
+    let mut map = map.lock().expect("not poisoned");
+    let live = existing.filter(|id| map.get(id).is_some_and(|(deadline, _)| *deadline > now));
+    let id = live.unwrap_or_else(new_id);
+    let (deadline, data) = map
+        .entry(id.clone())
+        .or_insert_with(|| (now, HashMap::new()));
+    let count = data
+        .get("foo")
+        .and_then(|text| serde_json::from_str::<u64>(text).ok())
+        .unwrap_or(0)
+        + 1;
+    data.insert(
+        "foo".to_owned(),
+        serde_json::to_string(&count).expect("a number"),
+    );
+    *deadline = now + EQUIVALENT_TTL;
+    HttpResponse::Ok()
+        .cookie(equivalent_cookie(id))
+        .body(count.to_string())
+}
+
+async fn equivalent_read(req: HttpRequest, map: web::Data<Sessions>) -> String {
+    let now = std::time::Instant::now();
+    let map = map.lock().expect("not poisoned");
+    let count = cookie_of(&req)
+        .and_then(|id| map.get(&id))
+        .filter(|(deadline, _)| *deadline > now)
+        .and_then(|(_, data)| data.get("foo"))
+        .and_then(|text| serde_json::from_str::<u64>(text).ok());
+    count.unwrap_or(0).to_string()
+}
+
 async fn bare_redis_counter(
     req: HttpRequest,
     pool: web::Data<deadpool_redis::Pool>,
@@ -309,6 +364,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .wrap(from_fn(count_ok))
                     .route("/counter", web::get().to(bare_counter))
                     .route("/read", web::get().to(bare_read))
+                    .route("/noop", web::get().to(noop))
+                    .route("/stats", web::get().to(self::stats))
+            })
+            .workers(workers())
+            .bind(bind_addr())?
+            .run()
+        }
+        "bare-equivalent" => {
+            let map: Sessions = Arc::default();
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::new(map.clone()))
+                    .app_data(web::Data::new(stats.clone()))
+                    .wrap(from_fn(count_ok))
+                    .route("/counter", web::get().to(equivalent_counter))
+                    .route("/read", web::get().to(equivalent_read))
                     .route("/noop", web::get().to(noop))
                     .route("/stats", web::get().to(self::stats))
             })

@@ -17,6 +17,9 @@ type HmacSha256 = Hmac<Sha256>;
 /// The length of a signature in the cookie: 32 bytes in unpadded base64url.
 const SIGNATURE_LEN: usize = 43;
 
+/// The length of a signed cookie's value, `ID.SIGNATURE`.
+pub(crate) const SIGNED_VALUE_LEN: usize = SessionId::LEN + 1 + SIGNATURE_LEN;
+
 /// A key that signs session cookies: see
 /// [`SessionMiddlewareBuilder::signing_keys`](crate::SessionMiddlewareBuilder::signing_keys).
 ///
@@ -172,7 +175,7 @@ impl Signer {
     /// would give the same bytes. Saves one HMAC on every response that re-sends the cookie
     /// of a session it did not renew.
     pub(crate) fn value_reusing(&self, id: &SessionId, current: Option<&SignedCookie>) -> String {
-        let mut value = String::with_capacity(SessionId::LEN + 1 + SIGNATURE_LEN);
+        let mut value = String::with_capacity(SIGNED_VALUE_LEN);
         self.write_value(id, current, &mut value);
         value
     }
