@@ -181,9 +181,9 @@ impl RequestParts for GuardContext<'_> {
 ///
 /// Making the session, reading the cookie and inserting a handle on every request, as the
 /// middleware did before, cost the memory store's `/noop` route, which does not use its
-/// session, 21,870 instructions against bare actix-web's 20,221; with the slot, 20,974
-/// against 20,234 (callgrind, `bench/callgrind.py --kinds bare,ours-memory`). The slot's
-/// own part, its allocation and the probes of the extensions, is about 410 of those 740.
+/// session, 21,861 instructions against bare actix-web's 20,241; with the slot, 20,961
+/// against 20,233 (callgrind, `bench/callgrind.py --kinds bare,ours-memory`). The slot's
+/// own part, its allocation and the probes of the extensions, is about 410 of those 728.
 /// Reaching the session through a data container of the middleware's
 /// (`ServiceRequest::add_data_container`) instead cost 250 less, but panicked in a
 /// resource with a middleware that keeps a clone of the request around ours, and making
