@@ -1012,7 +1012,10 @@ where
                     let session = match mem::replace(this.entered, Entered::Outer) {
                         // The same middleware, wrapped further out, ends the session.
                         Entered::Outer => None,
-                        entered => SessionSlot::leave(res.request(), entered),
+                        entered => {
+                            let own = Arc::as_ptr(this.inner).cast::<()>();
+                            SessionSlot::leave(res.request(), own, entered)
+                        }
                     };
                     let Some(session) = session else {
                         // The session was never made: nothing to save, nothing to allocate.

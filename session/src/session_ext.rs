@@ -226,14 +226,22 @@ impl SessionSlot {
         }
     }
 
-    /// After the handler: the session this middleware is to end, if the request made it;
-    /// the slot is finished, and another middleware's slot, kept aside, put back.
-    pub(crate) fn leave(req: &HttpRequest, entered: Entered) -> Option<Session> {
+    /// After the handler: the session this middleware (whose state `own` points to) is to
+    /// end, if the request made it; the slot is finished, and another middleware's slot,
+    /// kept aside, put back. A slot that is not this middleware's (an inner middleware
+    /// failed before it could put ours back, and something between turned its error into a
+    /// response) is left alone: ending it here would save another middleware's session with
+    /// this one's store and cookie.
+    pub(crate) fn leave(req: &HttpRequest, own: *const (), entered: Entered) -> Option<Session> {
         let session = {
             let extensions = HttpMessage::extensions(req);
-            let slot = extensions.get::<Self>()?;
-            slot.finished.set(true);
-            slot.session.get().cloned()
+            extensions
+                .get::<Self>()
+                .filter(|slot| std::ptr::eq(Arc::as_ptr(&slot.loader).cast::<()>(), own))
+                .and_then(|slot| {
+                    slot.finished.set(true);
+                    slot.session.get().cloned()
+                })
         };
         if let Entered::Other(other) = entered {
             HttpMessage::extensions_mut(req).insert(*other);
@@ -594,5 +602,47 @@ mod tests {
         let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
         assert_eq!(res.status(), 200);
         assert_eq!(test::read_body(res).await, "false true");
+    }
+
+    #[actix_web::test]
+    async fn an_inner_middleware_s_session_is_never_saved_by_an_outer_one() {
+        /// Inside the inner middleware: writes its session, then fails.
+        async fn fails(
+            req: ServiceRequest,
+            _: Next<impl MessageBody + 'static>,
+        ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+            let session = req.get_session();
+            session.load().await?;
+            session.insert("inner", true)?;
+            Err::<ServiceResponse, _>(actix_web::error::ErrorForbidden("no"))
+        }
+        /// Between the two middlewares: turns the inner error into a response.
+        async fn answers_errors(
+            req: ServiceRequest,
+            next: Next<impl MessageBody + 'static>,
+        ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+            let http = req.request().clone();
+            match next.call(req).await {
+                Ok(res) => Ok(res.map_into_boxed_body()),
+                Err(err) => Ok(ServiceResponse::new(http, err.error_response())),
+            }
+        }
+        // On one resource: a middleware that keeps a clone of the request across a router
+        // makes actix-web's routing panic.
+        let app = test::init_service(
+            App::new().service(
+                web::resource("/b")
+                    .wrap(from_fn(fails))
+                    .wrap(named("b"))
+                    .wrap(from_fn(answers_errors))
+                    .wrap(named("a"))
+                    .route(web::get().to(count)),
+            ),
+        )
+        .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/b").to_request()).await;
+        assert_eq!(res.status(), 403);
+        // The outer middleware's session was never used; the inner one's failed.
+        assert_eq!(cookie_names(&res), Vec::<String>::new());
     }
 }
