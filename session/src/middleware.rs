@@ -3,7 +3,6 @@
 use std::{
     fmt,
     future::{ready, Future, Ready},
-    mem,
     pin::Pin,
     rc::Rc,
     sync::Arc,
@@ -1009,12 +1008,12 @@ where
             match this.stage.as_mut().project() {
                 StageProj::Handler { response } => {
                     let res = ready!(response.poll(cx))?;
-                    let session = match mem::replace(this.entered, Entered::Outer) {
+                    let session = match this.entered {
                         // The same middleware, wrapped further out, ends the session.
                         Entered::Outer => None,
-                        entered => {
+                        Entered::Own => {
                             let own = Arc::as_ptr(this.inner).cast::<()>();
-                            SessionSlot::leave(res.request(), own, entered)
+                            SessionSlot::leave(res.request(), own)
                         }
                     };
                     let Some(session) = session else {

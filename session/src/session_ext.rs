@@ -171,9 +171,10 @@ impl RequestParts for GuardContext<'_> {
 /// middleware ends what the slot holds, and marks it finished: a handle asked for
 /// afterwards is one the middleware is done with.
 ///
-/// Nesting, as before: a middleware that finds another middleware's slot keeps it aside and
-/// puts it back once it is done, so the innermost middleware's session is the one the
-/// handler gets, whatever touched the outer one earlier; the same middleware wrapped twice
+/// Nesting, as before: a middleware that finds another middleware's slot keeps it inside its
+/// own and puts it back once it is done, so the innermost middleware's session is the one
+/// the handler gets, whatever touched the outer one earlier, and the outer middleware
+/// finds its own even when the inner one never finished; the same middleware wrapped twice
 /// (its clones share their state) shares one slot, ended by the outermost, so a middleware
 /// between the two may still write after the inner one returns. The middleware ends the slot
 /// of the request its response carries: an inner middleware that answers with another
@@ -193,17 +194,19 @@ pub(crate) struct SessionSlot {
     loader: Arc<dyn LoadSession>,
     session: OnceCell<Session>,
     finished: Cell<bool>,
+    /// The slot of another middleware further out, which this one displaced: put back when
+    /// this middleware is done, or found here by the outer middleware when this one never
+    /// finished (its service failed, or its future was dropped).
+    outer: Option<Box<SessionSlot>>,
 }
 
 /// What a middleware found in the request when it entered.
 pub(crate) enum Entered {
-    /// Nothing: this middleware's slot is the request's, and this middleware ends it.
+    /// Its own slot is the request's (another middleware's is kept inside it): this
+    /// middleware ends it.
     Own,
     /// The slot of the same middleware wrapped further out, which ends it.
     Outer,
-    /// Another middleware's slot, kept aside until this one is done (boxed: the future
-    /// that holds this stays small for the common case).
-    Other(Box<SessionSlot>),
 }
 
 impl SessionSlot {
@@ -214,6 +217,7 @@ impl SessionSlot {
             loader: Arc::clone(loader),
             session: OnceCell::new(),
             finished: Cell::new(false),
+            outer: None,
         };
         // One probe of the map in the common case, where the request has no slot yet.
         match extensions.insert(slot) {
@@ -222,29 +226,46 @@ impl SessionSlot {
                 extensions.insert(outer);
                 Entered::Outer
             }
-            Some(other) => Entered::Other(Box::new(other)),
+            Some(other) => {
+                if let Some(mut slot) = extensions.remove::<Self>() {
+                    slot.outer = Some(Box::new(other));
+                    extensions.insert(slot);
+                }
+                Entered::Own
+            }
         }
     }
 
     /// After the handler: the session this middleware (whose state `own` points to) is to
-    /// end, if the request made it; the slot is finished, and another middleware's slot,
-    /// kept aside, put back. A slot that is not this middleware's (an inner middleware
-    /// failed before it could put ours back, and something between turned its error into a
-    /// response) is left alone: ending it here would save another middleware's session with
-    /// this one's store and cookie.
-    pub(crate) fn leave(req: &HttpRequest, own: *const (), entered: Entered) -> Option<Session> {
-        let session = {
-            let extensions = HttpMessage::extensions(req);
-            extensions
-                .get::<Self>()
-                .filter(|slot| std::ptr::eq(Arc::as_ptr(&slot.loader).cast::<()>(), own))
-                .and_then(|slot| {
-                    slot.finished.set(true);
-                    slot.session.get().cloned()
-                })
-        };
-        if let Entered::Other(other) = entered {
-            HttpMessage::extensions_mut(req).insert(*other);
+    /// end, if the request made it. Its slot is finished, and the slot it displaced put
+    /// back. Slots of inner middlewares that never finished (their service failed and
+    /// something between turned the error into a response, or dropped their future) are
+    /// dropped unended: ending one here would save another middleware's session with this
+    /// one's store and cookie.
+    pub(crate) fn leave(req: &HttpRequest, own: *const ()) -> Option<Session> {
+        let is_own = |slot: &Self| std::ptr::eq(Arc::as_ptr(&slot.loader).cast::<()>(), own);
+        let mut extensions = HttpMessage::extensions_mut(req);
+        let top = extensions.get::<Self>()?;
+        if is_own(top) && top.outer.is_none() {
+            // The common case: the slot stays, finished, for handles asked for later.
+            top.finished.set(true);
+            return top.session.get().cloned();
+        }
+        // Unwind to this middleware's slot, and put back the one it displaced.
+        let mut slot = extensions.remove::<Self>()?;
+        while !is_own(&slot) {
+            let Some(outer) = slot.outer.take() else {
+                // Not in the chain (the response carries another request's extensions):
+                // leave them as they were.
+                extensions.insert(slot);
+                return None;
+            };
+            slot = *outer;
+        }
+        slot.finished.set(true);
+        let session = slot.session.get().cloned();
+        if let Some(outer) = slot.outer.take() {
+            extensions.insert(*outer);
         }
         session
     }
@@ -602,6 +623,95 @@ mod tests {
         let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
         assert_eq!(res.status(), 200);
         assert_eq!(test::read_body(res).await, "false true");
+    }
+
+    /// The keys of the session, sorted.
+    async fn keys(session: Session) -> actix_web::Result<String> {
+        let mut keys = session.keys()?;
+        keys.sort();
+        Ok(keys.join(","))
+    }
+
+    #[actix_web::test]
+    async fn the_outer_middleware_saves_its_own_session_when_the_inner_one_never_finishes() {
+        /// Between the two: writes the outer session, then calls on.
+        async fn writes_outer(
+            req: ServiceRequest,
+            next: Next<impl MessageBody + 'static>,
+        ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+            let session = req.get_session();
+            session.load().await?;
+            session.insert("outer", true)?;
+            next.call(req).await
+        }
+        /// Between the two: answers 408 when the inner service takes too long (dropping its
+        /// future), and turns its errors into responses.
+        async fn answers_for_it(
+            req: ServiceRequest,
+            next: Next<impl MessageBody + 'static>,
+        ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+            let http = req.request().clone();
+            let limit = std::time::Duration::from_millis(50);
+            match actix_web::rt::time::timeout(limit, next.call(req)).await {
+                Ok(Ok(res)) => Ok(res.map_into_boxed_body()),
+                Ok(Err(err)) => Ok(ServiceResponse::from_err(err, http)),
+                Err(_) => Ok(ServiceResponse::new(
+                    http,
+                    actix_web::HttpResponse::RequestTimeout().finish(),
+                )),
+            }
+        }
+        /// Inside the inner middleware: writes its session, then fails.
+        async fn fails(
+            req: ServiceRequest,
+            _: Next<impl MessageBody + 'static>,
+        ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+            let session = req.get_session();
+            session.load().await?;
+            session.insert("inner", true)?;
+            Err::<ServiceResponse, _>(actix_web::error::ErrorForbidden("no"))
+        }
+        async fn slow(session: Session) -> actix_web::Result<&'static str> {
+            session.insert("inner", true)?;
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(500)).await;
+            Ok("late")
+        }
+        let outer = named("a");
+        let inner = named("b");
+        // On resources: a middleware that keeps a clone of the request across a router
+        // makes actix-web's routing panic. The last `wrap` is the outermost.
+        let app = test::init_service(
+            App::new()
+                .service(
+                    web::resource("/fails")
+                        .wrap(from_fn(fails))
+                        .wrap(inner.clone())
+                        .wrap(from_fn(answers_for_it))
+                        .wrap(from_fn(writes_outer))
+                        .wrap(outer.clone())
+                        .to(count),
+                )
+                .service(
+                    web::resource("/slow")
+                        .wrap(inner)
+                        .wrap(from_fn(answers_for_it))
+                        .wrap(from_fn(writes_outer))
+                        .wrap(outer.clone())
+                        .to(slow),
+                )
+                .service(web::resource("/keys").wrap(outer).to(keys)),
+        )
+        .await;
+        for (uri, status) in [("/fails", 403), ("/slow", 408)] {
+            let res =
+                test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+            assert_eq!(res.status(), status, "{uri}");
+            assert_eq!(cookie_names(&res), ["a"], "{uri}");
+            let a = res.response().cookies().next().unwrap().into_owned();
+            let req = test::TestRequest::get().uri("/keys").cookie(a).to_request();
+            // The outer session holds its own write, and nothing of the inner one's.
+            assert_eq!(test::call_and_read_body(&app, req).await, "outer", "{uri}");
+        }
     }
 
     #[actix_web::test]
