@@ -244,23 +244,29 @@ impl SessionSlot {
     /// one's store and cookie.
     pub(crate) fn leave(req: &HttpRequest, own: *const ()) -> Option<Session> {
         let is_own = |slot: &Self| std::ptr::eq(Arc::as_ptr(&slot.loader).cast::<()>(), own);
-        let mut extensions = HttpMessage::extensions_mut(req);
-        let top = extensions.get::<Self>()?;
-        if is_own(top) && top.outer.is_none() {
-            // The common case: the slot stays, finished, for handles asked for later.
-            top.finished.set(true);
-            return top.session.get().cloned();
+        {
+            // The common case, under a shared borrow: the slot stays, finished, for handles
+            // asked for later.
+            let extensions = HttpMessage::extensions(req);
+            let top = extensions.get::<Self>()?;
+            if is_own(top) && top.outer.is_none() {
+                top.finished.set(true);
+                return top.session.get().cloned();
+            }
+            // Not in the chain (the response carries another request's extensions): leave
+            // them as they were.
+            let mut chain = Some(top);
+            while let Some(slot) = chain.filter(|slot| !is_own(slot)) {
+                chain = slot.outer.as_deref();
+            }
+            chain?;
         }
         // Unwind to this middleware's slot, and put back the one it displaced.
+        let mut extensions = HttpMessage::extensions_mut(req);
         let mut slot = extensions.remove::<Self>()?;
         while !is_own(&slot) {
-            let Some(outer) = slot.outer.take() else {
-                // Not in the chain (the response carries another request's extensions):
-                // leave them as they were.
-                extensions.insert(slot);
-                return None;
-            };
-            slot = *outer;
+            // In the chain: checked above, under the shared borrow.
+            slot = *slot.outer.take()?;
         }
         slot.finished.set(true);
         let session = slot.session.get().cloned();
