@@ -638,6 +638,35 @@ mod tests {
         Ok(keys.join(","))
     }
 
+    /// Between two session middlewares: answers 408 when the inner service takes too long
+    /// (dropping its future), and turns its errors into responses.
+    async fn answers_for_it(
+        req: ServiceRequest,
+        next: Next<impl MessageBody + 'static>,
+    ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+        let http = req.request().clone();
+        let limit = std::time::Duration::from_millis(50);
+        match actix_web::rt::time::timeout(limit, next.call(req)).await {
+            Ok(Ok(res)) => Ok(res.map_into_boxed_body()),
+            Ok(Err(err)) => Ok(ServiceResponse::from_err(err, http)),
+            Err(_) => Ok(ServiceResponse::new(
+                http,
+                actix_web::HttpResponse::RequestTimeout().finish(),
+            )),
+        }
+    }
+
+    /// Inside the inner middleware: writes its session, then fails.
+    async fn fails(
+        req: ServiceRequest,
+        _: Next<impl MessageBody + 'static>,
+    ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+        let session = req.get_session();
+        session.load().await?;
+        session.insert("inner", true)?;
+        Err::<ServiceResponse, _>(actix_web::error::ErrorForbidden("no"))
+    }
+
     #[actix_web::test]
     async fn the_outer_middleware_saves_its_own_session_when_the_inner_one_never_finishes() {
         /// Between the two: writes the outer session, then calls on.
@@ -649,33 +678,6 @@ mod tests {
             session.load().await?;
             session.insert("outer", true)?;
             next.call(req).await
-        }
-        /// Between the two: answers 408 when the inner service takes too long (dropping its
-        /// future), and turns its errors into responses.
-        async fn answers_for_it(
-            req: ServiceRequest,
-            next: Next<impl MessageBody + 'static>,
-        ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-            let http = req.request().clone();
-            let limit = std::time::Duration::from_millis(50);
-            match actix_web::rt::time::timeout(limit, next.call(req)).await {
-                Ok(Ok(res)) => Ok(res.map_into_boxed_body()),
-                Ok(Err(err)) => Ok(ServiceResponse::from_err(err, http)),
-                Err(_) => Ok(ServiceResponse::new(
-                    http,
-                    actix_web::HttpResponse::RequestTimeout().finish(),
-                )),
-            }
-        }
-        /// Inside the inner middleware: writes its session, then fails.
-        async fn fails(
-            req: ServiceRequest,
-            _: Next<impl MessageBody + 'static>,
-        ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-            let session = req.get_session();
-            session.load().await?;
-            session.insert("inner", true)?;
-            Err::<ServiceResponse, _>(actix_web::error::ErrorForbidden("no"))
         }
         async fn slow(session: Session) -> actix_web::Result<&'static str> {
             session.insert("inner", true)?;
@@ -722,27 +724,6 @@ mod tests {
 
     #[actix_web::test]
     async fn an_inner_middleware_s_session_is_never_saved_by_an_outer_one() {
-        /// Inside the inner middleware: writes its session, then fails.
-        async fn fails(
-            req: ServiceRequest,
-            _: Next<impl MessageBody + 'static>,
-        ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-            let session = req.get_session();
-            session.load().await?;
-            session.insert("inner", true)?;
-            Err::<ServiceResponse, _>(actix_web::error::ErrorForbidden("no"))
-        }
-        /// Between the two middlewares: turns the inner error into a response.
-        async fn answers_errors(
-            req: ServiceRequest,
-            next: Next<impl MessageBody + 'static>,
-        ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-            let http = req.request().clone();
-            match next.call(req).await {
-                Ok(res) => Ok(res.map_into_boxed_body()),
-                Err(err) => Ok(ServiceResponse::new(http, err.error_response())),
-            }
-        }
         // On one resource: a middleware that keeps a clone of the request across a router
         // makes actix-web's routing panic.
         let app = test::init_service(
@@ -750,7 +731,7 @@ mod tests {
                 web::resource("/b")
                     .wrap(from_fn(fails))
                     .wrap(named("b"))
-                    .wrap(from_fn(answers_errors))
+                    .wrap(from_fn(answers_for_it))
                     .wrap(named("a"))
                     .route(web::get().to(count)),
             ),
