@@ -79,48 +79,42 @@ fn workers(threads: usize, limit: Duration, work: impl Fn(usize) + Send + Sync +
 /// matter (here `u64::MAX`, "no byte bound") must not switch the session bound off.
 #[test]
 fn max_sessions_holds_with_an_unlimited_byte_bound() {
-    block(async {
-        let store = MemoryStore::builder()
-            .max_sessions(2)
-            .max_bytes(u64::MAX)
-            .build();
-        for _ in 0..10 {
-            store
-                .create(&SessionId::generate(), &data("user", "1"), HOUR)
-                .await
-                .unwrap();
-        }
-        store.run_pending_tasks();
-        assert!(
-            store.session_count() <= 2,
-            "{} sessions kept, max_sessions is 2 (weighted_bytes {})",
-            store.session_count(),
-            store.weighted_bytes()
-        );
-    });
+    let store = fill(2, u64::MAX, 10);
+    assert!(
+        store.session_count() <= 2,
+        "{} sessions kept, max_sessions is 2 (weighted_bytes {})",
+        store.session_count(),
+        store.weighted_bytes()
+    );
 }
 
 /// The same with a plausible byte bound: 64 GiB for a store of at most 4 sessions.
 #[test]
 fn max_sessions_holds_with_a_byte_bound_above_4_gib() {
+    let store = fill(4, 64 * 1024 * 1024 * 1024, 100);
+    assert!(
+        store.session_count() <= 4,
+        "{} sessions kept, max_sessions is 4",
+        store.session_count()
+    );
+}
+
+/// A store of these bounds after `count` one-key sessions were created in it, swept.
+fn fill(max_sessions: u64, max_bytes: u64, count: usize) -> MemoryStore {
+    let store = MemoryStore::builder()
+        .max_sessions(max_sessions)
+        .max_bytes(max_bytes)
+        .build();
     block(async {
-        let store = MemoryStore::builder()
-            .max_sessions(4)
-            .max_bytes(64 * 1024 * 1024 * 1024)
-            .build();
-        for _ in 0..100 {
+        for _ in 0..count {
             store
                 .create(&SessionId::generate(), &data("user", "1"), HOUR)
                 .await
                 .unwrap();
         }
-        store.run_pending_tasks();
-        assert!(
-            store.session_count() <= 4,
-            "{} sessions kept, max_sessions is 4",
-            store.session_count()
-        );
     });
+    store.run_pending_tasks();
+    store
 }
 
 /// `session_count` never above `max_sessions` once writers stop, whatever they did
